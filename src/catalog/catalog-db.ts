@@ -1,0 +1,264 @@
+/**
+ * Read access to one catalog file (§3). Integers are read as bigint (`safeIntegers`): MD5 path
+ * keys and hardlink words use all 64 bits. Older schema revisions lack some columns; the queries
+ * adapt to what the file has, as the C++ client does.
+ */
+import Database from 'better-sqlite3';
+import { createHash } from 'node:crypto';
+import { ContentHash } from '../format/hash';
+import { decodeFlags, type DecodedFlags } from '../format/flags';
+import { decodeXattrs, type XattrMap } from '../format/xattr-blob';
+import { pathKey, type PathKey } from '../format/path-key';
+import { COUNTER_NAMES, unpackHardlinks, zeroCounters, type Counters } from '../format/catalog-schema';
+import { FormatError } from '../errors';
+
+export type FileType = 'directory' | 'regular' | 'symlink' | 'fifo' | 'socket' | 'char' | 'block';
+
+const S_IFMT = 0o170000;
+const TYPES: Record<number, FileType> = {
+  0o040000: 'directory',
+  0o100000: 'regular',
+  0o120000: 'symlink',
+  0o010000: 'fifo',
+  0o140000: 'socket',
+  0o020000: 'char',
+  0o060000: 'block',
+};
+
+export function fileTypeOfMode(mode: number): FileType {
+  const type = TYPES[mode & S_IFMT];
+  if (!type) throw new FormatError(`mode ${mode.toString(8)} has no file type`);
+  return type;
+}
+
+export interface CatalogEntry {
+  readonly rowid: number;
+  readonly key: PathKey;
+  readonly parentKey: PathKey;
+  readonly name: string;
+  readonly type: FileType;
+  readonly mode: number;
+  readonly size: number; // devices: the rdev value
+  readonly mtime: number;
+  readonly mtimens: number | null;
+  readonly uid: number;
+  readonly gid: number;
+  readonly linkCount: number;
+  readonly hardlinkGroup: number;
+  readonly hash: ContentHash | undefined;
+  readonly symlink: string;
+  readonly flags: DecodedFlags;
+  readonly rawFlags: number;
+  readonly xattrs: XattrMap;
+}
+
+export interface Chunk {
+  readonly offset: number;
+  readonly size: number;
+  readonly hash: ContentHash;
+}
+
+export interface CatalogReference {
+  readonly path: string;
+  readonly hash: ContentHash | undefined; // empty `sha1` = unknown (legacy)
+  readonly size: number;
+}
+
+interface RawRow {
+  rowid: bigint;
+  md5path_1: bigint;
+  md5path_2: bigint;
+  parent_1: bigint;
+  parent_2: bigint;
+  hardlinks: bigint | null;
+  hash: Buffer | null;
+  size: bigint | null;
+  mode: bigint;
+  mtime: bigint;
+  mtimens: bigint | null;
+  flags: bigint;
+  name: string;
+  symlink: string | null;
+  uid: bigint;
+  gid: bigint;
+  xattr: Buffer | null;
+}
+
+export class CatalogDb {
+  private readonly db: Database.Database;
+  readonly schemaRevision: number;
+  private readonly byKey: Database.Statement<[bigint, bigint], RawRow>;
+  private readonly byParent: Database.Statement<[bigint, bigint], RawRow>;
+  private readonly chunkRows: Database.Statement<[bigint, bigint], { offset: bigint; size: bigint; hash: Buffer }>;
+
+  constructor(readonly file: string) {
+    try {
+      this.db = new Database(file, { readonly: true, fileMustExist: true });
+      this.db.defaultSafeIntegers(true);
+      this.db.pragma('temp_store = 2');
+      const props = this.properties();
+      const schema = props.get('schema');
+      if (schema !== '2.5' && schema !== '2.4') throw new FormatError(`catalog schema '${schema}' is not supported`);
+      this.schemaRevision = Number(props.get('schema_revision') ?? '0');
+    } catch (e) {
+      if (e instanceof FormatError) throw e;
+      throw new FormatError(`${file} is not a readable catalog`, { cause: e });
+    }
+    const columns = new Set(
+      (this.db.prepare('PRAGMA table_info(catalog)').all() as { name: string }[]).map((c) => c.name),
+    );
+    const select =
+      'SELECT rowid, md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, mtime, ' +
+      `${columns.has('mtimens') ? 'mtimens' : 'NULL AS mtimens'}, flags, name, symlink, uid, gid, ` +
+      `${columns.has('xattr') ? 'xattr' : 'NULL AS xattr'} FROM catalog`;
+    this.byKey = this.db.prepare(`${select} WHERE md5path_1 = ? AND md5path_2 = ?`);
+    this.byParent = this.db.prepare(`${select} WHERE parent_1 = ? AND parent_2 = ?`);
+    this.chunkRows = this.db.prepare(
+      'SELECT offset, size, hash FROM chunks WHERE md5path_1 = ? AND md5path_2 = ? ORDER BY offset ASC',
+    );
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  properties(): Map<string, string> {
+    const rows = this.db.prepare('SELECT key, value FROM properties').all() as { key: string; value: unknown }[];
+    return new Map(rows.map((r) => [r.key, String(r.value)]));
+  }
+
+  /** The catalog's mount path: its `root_prefix`, "" for a root catalog. */
+  rootPrefix(): string {
+    return this.properties().get('root_prefix') ?? '';
+  }
+
+  revision(): number {
+    return Number(this.properties().get('revision') ?? '0');
+  }
+
+  /** self_ and subtree_ counters; missing rows read as 0. */
+  counters(): { self: Counters; subtree: Counters } {
+    const self = zeroCounters();
+    const subtree = zeroCounters();
+    const rows = this.db.prepare('SELECT counter, value FROM statistics').all() as { counter: string; value: bigint }[];
+    const values = new Map(rows.map((r) => [r.counter, Number(r.value)]));
+    for (const n of COUNTER_NAMES) {
+      self[n] = values.get(`self_${n}`) ?? 0;
+      subtree[n] = values.get(`subtree_${n}`) ?? 0;
+    }
+    return { self, subtree };
+  }
+
+  lookup(path: string): CatalogEntry | undefined {
+    return this.lookupKey(pathKey(path));
+  }
+
+  lookupKey(key: PathKey): CatalogEntry | undefined {
+    const row = this.byKey.get(key.md5path1, key.md5path2);
+    return row && toEntry(row);
+  }
+
+  /** Children of `path` in rowid order (hidden entries included; the caller decides). */
+  list(path: string): CatalogEntry[] {
+    const key = pathKey(path);
+    return this.byParent.all(key.md5path1, key.md5path2).map(toEntry);
+  }
+
+  chunks(path: string, entry: CatalogEntry): Chunk[] {
+    const key = pathKey(path);
+    return this.chunkRows.all(key.md5path1, key.md5path2).map((r) => ({
+      offset: Number(r.offset),
+      size: Number(r.size),
+      hash: ContentHash.of(entry.flags.algorithm, r.hash),
+    }));
+  }
+
+  /** Every entry, for whole-catalog checks and tree listings. */
+  *allEntries(): IterableIterator<CatalogEntry> {
+    const select = this.byKey.source.replace(/ WHERE .*$/, '');
+    for (const row of this.db.prepare(select).iterate() as IterableIterator<RawRow>) yield toEntry(row);
+  }
+
+  /** All chunk rows, for whole-catalog object checks. */
+  allChunkHashes(): { key: PathKey; hash: Buffer }[] {
+    const rows = this.db.prepare('SELECT md5path_1, md5path_2, hash FROM chunks').all() as {
+      md5path_1: bigint;
+      md5path_2: bigint;
+      hash: Buffer;
+    }[];
+    return rows.map((r) => ({ key: { md5path1: r.md5path_1, md5path2: r.md5path_2 }, hash: r.hash }));
+  }
+
+  /**
+   * A digest of everything the catalog says about the tree (rows, chunks, nested references,
+   * properties other than revision bookkeeping): equal digests mean a re-publish may keep the
+   * previous catalog object instead of writing an identical one under a new revision.
+   */
+  contentDigest(): string {
+    const hash = createHash('sha256');
+    const feed = (sql: string) => {
+      for (const row of this.db.prepare(sql).raw().iterate() as IterableIterator<unknown[]>) {
+        hash.update(JSON.stringify(row, (_k, v: unknown) =>
+          typeof v === 'bigint' ? v.toString() : Buffer.isBuffer(v) ? v.toString('hex') : v));
+        hash.update('\n');
+      }
+      hash.update('--\n');
+    };
+    feed('SELECT md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, mtime, ' +
+      `${this.schemaRevision >= 7 ? 'mtimens' : 'NULL'}, flags, name, symlink, uid, gid, ` +
+      `${this.schemaRevision >= 2 ? 'xattr' : 'NULL'} FROM catalog ORDER BY md5path_1, md5path_2`);
+    feed('SELECT md5path_1, md5path_2, offset, size, hash FROM chunks ORDER BY md5path_1, md5path_2, offset');
+    feed('SELECT path, sha1, size FROM nested_catalogs ORDER BY path');
+    feed("SELECT key, value FROM properties WHERE key NOT IN ('revision', 'last_modified', 'previous_revision') ORDER BY key");
+    return hash.digest('hex');
+  }
+
+  nestedCatalogs(): CatalogReference[] {
+    return this.references('nested_catalogs');
+  }
+
+  bindMountpoints(): CatalogReference[] {
+    return this.schemaRevision >= 4 ? this.references('bind_mountpoints') : [];
+  }
+
+  private references(table: string): CatalogReference[] {
+    const hasSize = this.schemaRevision >= 1;
+    const rows = this.db.prepare(`SELECT path, sha1, ${hasSize ? 'size' : '0 AS size'} FROM ${table}`).all() as {
+      path: string;
+      sha1: string;
+      size: bigint;
+    }[];
+    return rows.map((r) => ({
+      path: r.path,
+      hash: r.sha1 ? ContentHash.parse(r.sha1) : undefined,
+      size: Number(r.size),
+    }));
+  }
+}
+
+function toEntry(r: RawRow): CatalogEntry {
+  const rawFlags = Number(r.flags);
+  const flags = decodeFlags(rawFlags);
+  const mode = Number(r.mode);
+  const { group, linkCount } = unpackHardlinks(r.hardlinks ?? 1n);
+  return {
+    rowid: Number(r.rowid),
+    key: { md5path1: r.md5path_1, md5path2: r.md5path_2 },
+    parentKey: { md5path1: r.parent_1, md5path2: r.parent_2 },
+    name: r.name,
+    type: fileTypeOfMode(mode),
+    mode,
+    size: Number(r.size ?? 0n),
+    mtime: Number(r.mtime),
+    mtimens: r.mtimens === null ? null : Number(r.mtimens),
+    uid: Number(r.uid),
+    gid: Number(r.gid),
+    linkCount,
+    hardlinkGroup: group,
+    hash: r.hash && r.hash.length > 0 ? ContentHash.of(flags.algorithm, r.hash) : undefined,
+    symlink: r.symlink ?? '',
+    flags,
+    rawFlags,
+    xattrs: decodeXattrs(r.xattr),
+  };
+}

@@ -1,0 +1,216 @@
+/**
+ * `cvmfs-ts` entry point: parses arguments and calls the modules. Errors end here as one
+ * sentence on stderr and a non-zero exit status.
+ */
+import { Command, InvalidArgumentError, CommanderError } from '@commander-js/extra-typings';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createKeys, keyFiles, loadPublicKeys } from '../publish/keys';
+import { publish, type PublishResult } from '../publish/publisher';
+import { parseAlgorithmName } from '../format/hash';
+import type { ChunkSizes } from '../format/chunker';
+import { startStaticServer } from '../serve/static-server';
+import { inspect, formatReport } from '../inspect/inspect';
+import { writeDemoTree } from '../demo/demo-tree';
+import { createProgress } from './progress';
+import { CvmfsError, describeError } from '../errors';
+
+const VERSION = '0.1.0';
+
+function parseInteger(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('not a whole number');
+  return Number(value);
+}
+
+function parseChunkSizes(value: string): ChunkSizes {
+  const parts = value.split(',').map((v) => v.trim());
+  if (parts.length !== 3 || parts.some((p) => !/^\d+$/.test(p))) {
+    throw new InvalidArgumentError('expected MIN,AVG,MAX in bytes');
+  }
+  const [min, avg, max] = parts.map(Number) as [number, number, number];
+  return { min, avg, max };
+}
+
+function summary(r: PublishResult, fqrn: string, seconds: number): string {
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+  return (
+    `published ${fqrn} revision ${r.revision}: ${r.entries} entries, ${mib(r.fileBytes)} MiB of files, ` +
+    `${r.objects.objectsWritten} new objects (${mib(r.objects.bytesWritten)} MiB stored), ` +
+    `${r.objects.objectsReused} reused, ${r.catalogsWritten} catalogs written, ${r.catalogsReused} reused, ` +
+    `root ${r.rootHash} in ${seconds.toFixed(1)} s`
+  );
+}
+
+async function runPublish(
+  fqrn: string,
+  source: string,
+  repoDir: string,
+  o: { keys: string; ttl?: number; hash: string; chunkSizes?: ChunkSizes; chunking: boolean },
+): Promise<PublishResult> {
+  const started = Date.now();
+  const progress = createProgress();
+  let result: PublishResult;
+  try {
+    result = await publish({
+      fqrn,
+      source,
+      repoDir,
+      keysDir: o.keys,
+      ttl: o.ttl,
+      algorithm: parseAlgorithmName(o.hash),
+      chunking: o.chunking ? o.chunkSizes : false,
+      progress,
+    });
+  } finally {
+    progress.stop();
+  }
+  process.stdout.write(summary(result, fqrn, (Date.now() - started) / 1000) + '\n');
+  return result;
+}
+
+async function runDemo(o: { dir?: string; keep: boolean }): Promise<void> {
+  const fqrn = 'demo.cvmfs-ts.io';
+  const base = o.dir ? resolve(o.dir) : await mkdtemp(join(tmpdir(), 'cvmfs-ts-demo-'));
+  const source = join(base, 'source');
+  const repoDir = join(base, 'repo');
+  const keysDir = join(base, 'keys');
+  try {
+    await rm(base, { recursive: true, force: true });
+    process.stdout.write(`demo: building a source tree in ${source}\n`);
+    await writeDemoTree(source);
+    await createKeys(fqrn, keysDir);
+    process.stdout.write(`demo: keys for ${fqrn} in ${keysDir}\n`);
+    await runPublish(fqrn, source, repoDir, {
+      keys: keysDir,
+      hash: 'sha1',
+      chunking: true,
+      chunkSizes: { min: 256 * 1024, avg: 512 * 1024, max: 1024 * 1024 },
+    });
+    const server = await startStaticServer({ root: repoDir, urlPrefix: `/cvmfs/${fqrn}` });
+    process.stdout.write(`demo: serving ${repoDir} at ${server.url}\n\n`);
+    try {
+      const report = await inspect({
+        location: server.url,
+        fqrn,
+        masterKeys: await loadPublicKeys([keyFiles(fqrn, keysDir).masterPublicKey]),
+        path: '/',
+      });
+      process.stdout.write(formatReport(report));
+    } finally {
+      await server.close();
+    }
+    process.stdout.write('\ndemo: done\n');
+  } finally {
+    if (!o.keep) await rm(base, { recursive: true, force: true });
+    else process.stdout.write(`demo: kept ${base}\n`);
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('cvmfs-ts')
+    .description('CernVM-FS compatible publisher, server and tools')
+    .version(VERSION)
+    .showHelpAfterError();
+
+  const keys = program.command('keys').description('repository keys');
+  keys
+    .command('create')
+    .description('create master key, repository key and self-signed certificate')
+    .argument('<fqrn>', 'repository name')
+    .argument('<dir>', 'key directory (like /etc/cvmfs/keys)')
+    .action(async (fqrn, dir) => {
+      await createKeys(fqrn, dir);
+      const f = keyFiles(fqrn, dir);
+      process.stdout.write(`created ${f.masterKey}, ${f.masterPublicKey}, ${f.repositoryKey}, ${f.certificate}\n`);
+    });
+
+  program
+    .command('publish')
+    .description('publish SRC_DIR as the next revision of the repository in REPO_DIR')
+    .argument('<fqrn>', 'repository name')
+    .argument('<src>', 'source directory')
+    .argument('<repo>', 'repository storage directory (served over HTTP)')
+    .option('--keys <dir>', 'key directory', '/etc/cvmfs/keys')
+    .option('--ttl <seconds>', 'catalog TTL', parseInteger)
+    .option('--hash <algorithm>', 'sha1, rmd160 or shake128', 'sha1')
+    .option('--chunk-sizes <min,avg,max>', 'content-defined chunk sizes in bytes (default 4/8/16 MiB)', parseChunkSizes)
+    .option('--no-chunking', 'store every file as one object')
+    .action(async (fqrn, src, repo, o) => {
+      await runPublish(fqrn, src, repo, o);
+    });
+
+  program
+    .command('serve')
+    .description('serve a repository directory over HTTP with CVMFS cache headers')
+    .argument('<repo>', 'repository storage directory')
+    .option('--port <port>', 'TCP port (0 = any free one)', parseInteger, 8000)
+    .option('--host <address>', 'listen address', '127.0.0.1')
+    .option('--prefix <path>', 'URL prefix, e.g. /cvmfs/example.org', '')
+    .option('--quiet', 'no access log')
+    .action(async (repo, o) => {
+      const server = await startStaticServer({
+        root: repo,
+        host: o.host,
+        port: o.port,
+        urlPrefix: o.prefix || undefined,
+        log: o.quiet ? undefined : (line) => process.stdout.write(line + '\n'),
+      });
+      process.stdout.write(`serving ${resolve(repo)} at ${server.url}\n`);
+      await new Promise<void>((done) => {
+        const stop = () => void server.close().then(done);
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+    });
+
+  program
+    .command('inspect')
+    .description('verify a repository and show its revision, catalogs and optionally a directory')
+    .argument('<location>', 'repository URL (http://host/cvmfs/fqrn) or storage directory')
+    .argument('[path]', 'repository path to list')
+    .requiredOption('--fqrn <name>', 'repository name')
+    .requiredOption('--key <file...>', 'master public key file(s)')
+    .option('--json', 'machine-readable output')
+    .action(async (location, path, o) => {
+      const report = await inspect({
+        location,
+        fqrn: o.fqrn,
+        masterKeys: await loadPublicKeys(o.key),
+        path,
+      });
+      process.stdout.write(o.json ? JSON.stringify(report, jsonReplacer, 2) + '\n' : formatReport(report));
+    });
+
+  program
+    .command('demo')
+    .description('build, publish, serve and inspect the built-in demo repository')
+    .option('--dir <dir>', 'work directory (default: a temporary one)')
+    .option('--keep', 'keep the work directory', false)
+    .action(async (o) => runDemo(o));
+
+  return program;
+}
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return value.toString();
+  if (value instanceof Map) return Object.fromEntries([...value].map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('hex') : v]));
+  if (value && typeof value === 'object' && 'digest' in value && 'algorithm' in value) return String(value);
+  return value;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram().exitOverride();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode;
+      return;
+    }
+    process.stderr.write(`cvmfs-ts: ${describeError(e)}\n`);
+    if (process.env.CVMFS_TS_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+    process.exitCode = CvmfsError.is(e, 'E_USAGE') ? 2 : 1;
+  }
+}
+

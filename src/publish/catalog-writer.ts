@@ -1,0 +1,179 @@
+/**
+ * Builds one catalog file (§3) in a temporary SQLite database while the publisher walks the tree,
+ * keeping its statistics counters as rows are added (§3.11).
+ */
+import Database from 'better-sqlite3';
+import { CATALOG_DDL, SCHEMA_REVISION, SCHEMA_VERSION, addCounters, packHardlinks, zeroCounters, type Counters } from '../format/catalog-schema';
+import { encodeFlags, Compression, type EntryKind } from '../format/flags';
+import { encodeXattrs, type XattrMap } from '../format/xattr-blob';
+import { pathKey, parentPath, ROOT_PARENT_KEY } from '../format/path-key';
+import type { ContentHash } from '../format/hash';
+import type { HashAlgorithm } from '../format/hash';
+
+export interface ChunkRecord {
+  readonly offset: number;
+  readonly size: number;
+  readonly hash: ContentHash;
+}
+
+export interface NewEntry {
+  readonly path: string; // full repository path, "" for the root
+  readonly kind: EntryKind;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly mtime: number;
+  readonly mtimens: number;
+  /** Regular file: bytes; directory: st_size; symlink: target length; device: rdev. */
+  readonly size: number;
+  readonly linkCount: number;
+  readonly hardlinkGroup?: number;
+  readonly algorithm: HashAlgorithm;
+  readonly hash?: ContentHash;
+  readonly chunks?: readonly ChunkRecord[];
+  readonly compression?: Compression;
+  readonly symlink?: string;
+  readonly xattrs?: XattrMap;
+  readonly nestedMountpoint?: boolean;
+  readonly nestedRoot?: boolean;
+  readonly hidden?: boolean;
+}
+
+export interface CatalogCounters {
+  self: Counters;
+  subtree: Counters;
+}
+
+export interface CatalogProperties {
+  revision: number;
+  lastModified: number;
+  previousRevision?: ContentHash;
+  ttl?: number; // root catalog only
+}
+
+export class CatalogWriter {
+  private readonly db: Database.Database;
+  private readonly insertEntry: Database.Statement;
+  private readonly insertChunk: Database.Statement;
+  private readonly insertNested: Database.Statement;
+  readonly counters: CatalogCounters = { self: zeroCounters(), subtree: zeroCounters() };
+  private lastHardlinkGroup = 0;
+
+  constructor(
+    readonly file: string,
+    /** Mount path of this catalog: "" for the root catalog. */
+    readonly mountPath: string,
+  ) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = OFF'); // a temporary build file: nothing to recover
+    this.db.pragma('synchronous = OFF');
+    for (const ddl of CATALOG_DDL) this.db.exec(ddl);
+    this.insertEntry = this.db.prepare(
+      'INSERT INTO catalog (md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, mtime, mtimens,' +
+        ' flags, name, symlink, uid, gid, xattr) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    this.insertChunk = this.db.prepare('INSERT INTO chunks (md5path_1, md5path_2, offset, size, hash) VALUES (?, ?, ?, ?, ?)');
+    this.insertNested = this.db.prepare('INSERT INTO nested_catalogs (path, sha1, size) VALUES (?, ?, ?)');
+    this.db.exec('BEGIN');
+  }
+
+  /** Hardlink group ids are catalog-wide (§3.12). */
+  newHardlinkGroup(): number {
+    return ++this.lastHardlinkGroup;
+  }
+
+  add(e: NewEntry): void {
+    const key = pathKey(e.path);
+    const parent = parentPath(e.path);
+    const parentKey = parent === undefined ? ROOT_PARENT_KEY : pathKey(parent);
+    const chunked = (e.chunks?.length ?? 0) > 0;
+    const xattr = e.xattrs ? encodeXattrs(e.xattrs) : undefined;
+    const flags = encodeFlags({
+      kind: e.kind,
+      nestedMountpoint: e.nestedMountpoint,
+      nestedRoot: e.nestedRoot,
+      hidden: e.hidden,
+      chunked,
+      compression: e.compression ?? Compression.Zlib,
+      algorithm: e.hash || chunked ? e.algorithm : undefined,
+    });
+    this.insertEntry.run(
+      key.md5path1,
+      key.md5path2,
+      parentKey.md5path1,
+      parentKey.md5path2,
+      packHardlinks(e.hardlinkGroup ?? 0, e.linkCount),
+      e.hash ? e.hash.digest : null,
+      e.size,
+      e.mode,
+      e.mtime,
+      e.mtimens,
+      flags,
+      e.path === '' ? '' : e.path.slice(e.path.lastIndexOf('/') + 1),
+      e.symlink ?? '',
+      e.uid,
+      e.gid,
+      xattr ?? null,
+    );
+    for (const c of e.chunks ?? []) this.insertChunk.run(key.md5path1, key.md5path2, c.offset, c.size, c.hash.digest);
+    this.count(e, chunked, xattr !== undefined);
+  }
+
+  private count(e: NewEntry, chunked: boolean, hasXattrs: boolean): void {
+    const s = this.counters.self;
+    if (hasXattrs) s.xattr++;
+    switch (e.kind) {
+      case 'directory':
+        s.dir++;
+        return;
+      case 'symlink':
+        s.symlink++;
+        return;
+      case 'special':
+        s.special++;
+        return;
+      case 'regular':
+        s.regular++;
+        s.file_size += e.size;
+        if (chunked) {
+          s.chunked++;
+          s.chunks += e.chunks!.length;
+          s.chunked_size += e.size;
+        }
+    }
+  }
+
+  /** Registers a finished direct child catalog and folds its counters into `subtree_`. */
+  addNestedCatalog(path: string, hash: ContentHash, uncompressedSize: number, child: CatalogCounters): void {
+    this.insertNested.run(path, hash.toString(), uncompressedSize);
+    this.counters.self.nested++;
+    addCounters(this.counters.subtree, child.self);
+    addCounters(this.counters.subtree, child.subtree);
+  }
+
+  /** Writes statistics and properties and closes the database. */
+  finish(p: CatalogProperties): void {
+    const stat = this.db.prepare('INSERT INTO statistics (counter, value) VALUES (?, ?)');
+    for (const [prefix, counters] of [['self', this.counters.self], ['subtree', this.counters.subtree]] as const) {
+      for (const [name, value] of Object.entries(counters)) stat.run(`${prefix}_${name}`, value);
+    }
+    const prop = this.db.prepare('INSERT INTO properties (key, value) VALUES (?, ?)');
+    prop.run('schema', SCHEMA_VERSION);
+    prop.run('schema_revision', String(SCHEMA_REVISION));
+    if (this.mountPath !== '') prop.run('root_prefix', this.mountPath);
+    if (p.ttl !== undefined) prop.run('TTL', String(p.ttl));
+    prop.run('last_modified', String(p.lastModified));
+    prop.run('revision', String(p.revision));
+    if (p.previousRevision) prop.run('previous_revision', p.previousRevision.toString());
+    this.db.exec('COMMIT');
+    this.db.close();
+  }
+
+  /** Abandons the build (the caller removes the file). */
+  discard(): void {
+    if (this.db.open) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      this.db.close();
+    }
+  }
+}

@@ -1,0 +1,468 @@
+/**
+ * `cvmfs-ts publish`: turns a source directory into the next revision of a repository (§6).
+ *
+ * Order of writes, so that readers and crashes only ever see whole revisions:
+ *   objects (data/, each renamed into place) → catalogs bottom-up → certificate → whitelist →
+ *   manifest, replaced last by an atomic rename.
+ * A failure at any point leaves the previous manifest, and with it the previous revision, intact.
+ */
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
+import { HashAlgorithm, type ContentHash } from '../format/hash';
+import { DEFAULT_CHUNK_SIZES, type ChunkSizes } from '../format/chunker';
+import { Compression, type EntryKind } from '../format/flags';
+import { DEFAULT_TTL_SECONDS } from '../format/catalog-schema';
+import { parseDirtab, dirtabMatches, type Dirtab } from '../format/dirtab';
+import { signManifest, ROOT_PATH_MD5 } from '../format/manifest';
+import { createWhitelist, signWhitelist } from '../format/whitelist';
+import { CatalogDb } from '../catalog/catalog-db';
+import { Repository } from '../repository/repository';
+import { DirectorySource } from '../repository/object-source';
+import { ObjectStore, ioError, type StoreStats } from './object-store';
+import { CatalogWriter, type CatalogCounters, type NewEntry } from './catalog-writer';
+import { ingestFile, type IngestedContent } from './file-ingest';
+import { listDirectory, lstatSource, readSymlink, readXattrs, type SourceEntry } from './source-tree';
+import { loadKeys } from './keys';
+import { CvmfsError, SourceError } from '../errors';
+
+export interface PublishProgress {
+  /** Called once per source entry published. */
+  entry?(path: string): void;
+  /** Called with the number of file bytes read. */
+  bytes?(n: number): void;
+}
+
+export interface PublishOptions {
+  fqrn: string;
+  source: string;
+  repoDir: string;
+  keysDir: string;
+  ttl?: number;
+  algorithm?: HashAlgorithm;
+  /** Chunk sizes, or false for no chunking. */
+  chunking?: ChunkSizes | false;
+  /** Store file content uncompressed (compression "none"). */
+  uncompressed?: boolean;
+  now?: Date;
+  progress?: PublishProgress;
+}
+
+export interface PublishResult {
+  revision: number;
+  rootHash: ContentHash;
+  entries: number;
+  fileBytes: number;
+  catalogsWritten: number;
+  catalogsReused: number;
+  objects: StoreStats;
+}
+
+const MARKER = '.cvmfscatalog';
+const DIRTAB = '.cvmfsdirtab';
+const MASTER_REPLICA_TEXT = 'This file marks the repository as replicatable to stratum 1 servers\n';
+
+interface PreviousCatalog {
+  hash: ContentHash;
+  db: CatalogDb;
+}
+
+/** One catalog under construction, with where it hangs in the tree. */
+interface CatalogBuild {
+  writer: CatalogWriter;
+  mountPath: string;
+}
+
+function kindOf(stats: BigIntStats): EntryKind {
+  if (stats.isDirectory()) return 'directory';
+  if (stats.isFile()) return 'regular';
+  if (stats.isSymbolicLink()) return 'symlink';
+  return 'special';
+}
+
+export class Publisher {
+  private readonly store: ObjectStore;
+  private readonly algorithm: HashAlgorithm;
+  private readonly chunking: ChunkSizes | false;
+  private readonly now: Date;
+  private readonly txnDir: string;
+  private previous: Repository | undefined;
+  private dirtab: Dirtab | undefined;
+  private entries = 0;
+  private fileBytes = 0;
+  private catalogsWritten = 0;
+  private catalogsReused = 0;
+  private readonly tempFiles = new Set<string>();
+
+  constructor(private readonly o: PublishOptions) {
+    this.algorithm = o.algorithm ?? HashAlgorithm.Sha1;
+    this.chunking = o.chunking === undefined ? DEFAULT_CHUNK_SIZES : o.chunking;
+    this.now = o.now ?? new Date();
+    this.store = new ObjectStore(resolve(o.repoDir), this.algorithm);
+    this.txnDir = join(resolve(o.repoDir), 'data', 'txn');
+  }
+
+  async run(): Promise<PublishResult> {
+    const keys = await loadKeys(this.o.fqrn, this.o.keysDir);
+    const sourceRoot = resolve(this.o.source);
+    const rootStats = await lstatSource(sourceRoot);
+    if (!rootStats.isDirectory()) throw new SourceError(sourceRoot, 'is not a directory');
+    await mkdir(resolve(this.o.repoDir), { recursive: true }).catch((e) => {
+      throw ioError(this.o.repoDir, 'create the repository directory', e);
+    });
+    await this.store.init();
+    const unlock = await this.lock();
+    try {
+      this.previous = await this.openPrevious();
+      this.dirtab = await this.readDirtab(sourceRoot);
+      const revision = (this.previous?.manifest.revision ?? 0) + 1;
+      const root = await this.publishTree(sourceRoot, rootStats, revision);
+      const certificate = await this.store.putCompressed(keys.certificate.pem, 'X');
+      await this.writeAtomically('.cvmfswhitelist', signWhitelist(
+        createWhitelist({ fqrn: this.o.fqrn, certificate: keys.certificate, now: this.now }),
+        keys.masterKey,
+        this.algorithm,
+      ));
+      await this.ensureMasterReplica();
+      const previousT = this.previous?.manifest.publishTimestamp ?? 0;
+      const manifest = signManifest(
+        {
+          rootCatalog: root.hash,
+          rootCatalogSize: root.size,
+          rootPathHash: ROOT_PATH_MD5,
+          ttl: this.o.ttl ?? DEFAULT_TTL_SECONDS,
+          revision,
+          garbageCollectable: false,
+          alternativePath: false,
+          fqrn: this.o.fqrn,
+          certificate,
+          // Never behind the previous revision, or clients reject it as a rollback.
+          publishTimestamp: Math.max(previousT, Math.floor(this.now.getTime() / 1000)),
+        },
+        keys.repositoryKey,
+      );
+      await this.writeAtomically('.cvmfspublished', manifest);
+      return {
+        revision,
+        rootHash: root.hash,
+        entries: this.entries,
+        fileBytes: this.fileBytes,
+        catalogsWritten: this.catalogsWritten,
+        catalogsReused: this.catalogsReused,
+        objects: this.store.stats,
+      };
+    } finally {
+      for (const f of this.tempFiles) await rm(f, { force: true });
+      await this.previous?.close();
+      await unlock();
+    }
+  }
+
+  /** One publisher per repository at a time; a lock left by a dead process is taken over. */
+  private async lock(): Promise<() => Promise<void>> {
+    const file = join(this.txnDir, 'publish.lock');
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const handle = await open(file, 'wx');
+        await handle.writeFile(String(process.pid));
+        await handle.close();
+        return () => rm(file, { force: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(file, 'create lock', e);
+        const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+        if (pid > 0 && pid !== process.pid && isAlive(pid)) {
+          throw new CvmfsError('E_IO', `${this.o.repoDir}: another publish (pid ${pid}) is running`);
+        }
+        await rm(file, { force: true });
+      }
+    }
+    throw new CvmfsError('E_IO', `${file}: cannot take the publish lock`);
+  }
+
+  private async openPrevious(): Promise<Repository | undefined> {
+    const source = new DirectorySource(this.o.repoDir);
+    if (!(await source.getOptional('.cvmfspublished'))) return undefined;
+    try {
+      return await Repository.open(source, { fqrn: this.o.fqrn });
+    } catch (e) {
+      throw new CvmfsError(CvmfsError.is(e) ? e.code : 'E_IO', `previous revision in ${this.o.repoDir} is unreadable: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private async readDirtab(sourceRoot: string): Promise<Dirtab | undefined> {
+    const file = join(sourceRoot, DIRTAB);
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new SourceError(file, `cannot read (${(e as NodeJS.ErrnoException).code})`, { cause: e });
+    }
+    try {
+      return parseDirtab(text);
+    } catch (e) {
+      throw new SourceError(file, (e as Error).message, { cause: e });
+    }
+  }
+
+  private async publishTree(sourceRoot: string, rootStats: BigIntStats, revision: number): Promise<{ hash: ContentHash; size: number }> {
+    const root = this.newCatalog('');
+    await this.publishDirectory(sourceRoot, '', rootStats, root);
+    return this.finishCatalog(root, revision);
+  }
+
+  private newCatalog(mountPath: string): CatalogBuild {
+    const file = join(this.txnDir, `catalog.${process.pid}.${randomBytes(6).toString('hex')}.db`);
+    this.tempFiles.add(file);
+    return { writer: new CatalogWriter(file, mountPath), mountPath };
+  }
+
+  /**
+   * Publishes directory `repoPath` and everything below it. `catalog` is the catalog the
+   * directory belongs to; if the directory starts a nested catalog, it is created here.
+   */
+  private async publishDirectory(
+    absPath: string,
+    repoPath: string,
+    stats: BigIntStats,
+    catalog: CatalogBuild,
+  ): Promise<void> {
+    const children = await listDirectory(absPath);
+    const hasMarker = children.some((c) => c.name === MARKER);
+    const byDirtab = repoPath !== '' && this.dirtab !== undefined && dirtabMatches(this.dirtab, repoPath);
+    const startsCatalog = repoPath !== '' && (hasMarker || byDirtab);
+    const subdirs = children.filter((c) => c.stats.isDirectory()).length;
+    const entry = await this.directoryEntry(absPath, repoPath, stats, 2 + subdirs);
+    let own = catalog;
+    if (startsCatalog) {
+      catalog.writer.add({ ...entry, nestedMountpoint: true });
+      own = this.newCatalog(repoPath);
+      own.writer.add({ ...entry, nestedRoot: true });
+    } else {
+      catalog.writer.add(entry);
+    }
+    this.counted(repoPath);
+    if (startsCatalog && !hasMarker) own.writer.add(await this.virtualMarker(repoPath, stats));
+
+    const groups = this.hardlinkGroups(children, own.writer);
+    const linkedContent = new Map<bigint, IngestedContent>();
+    for (const child of children) {
+      const childPath = `${repoPath}/${child.name}`;
+      if (child.stats.isDirectory()) {
+        await this.publishDirectory(child.absPath, childPath, child.stats, own);
+        continue;
+      }
+      const group = groups.get(child.stats.ino);
+      let content: IngestedContent | undefined;
+      if (child.stats.isFile()) {
+        content = group ? linkedContent.get(child.stats.ino) : undefined;
+        if (!content) {
+          content = await this.ingest(child);
+          if (group) linkedContent.set(child.stats.ino, content);
+        }
+      }
+      own.writer.add(await this.fileEntry(child, childPath, content, group));
+      this.counted(childPath);
+    }
+
+    if (startsCatalog) {
+      const finished = await this.finishCatalog(own);
+      catalog.writer.addNestedCatalog(repoPath, finished.hash, finished.size, finished.counters);
+    }
+  }
+
+  private counted(path: string): void {
+    this.entries++;
+    this.o.progress?.entry?.(path);
+  }
+
+  /** Hardlinks are kept only within one directory (CVMFS_IGNORE_XDIR_HARDLINKS, §3.12). */
+  private hardlinkGroups(children: SourceEntry[], writer: CatalogWriter): Map<bigint, { id: number; count: number }> {
+    const byInode = new Map<bigint, number>();
+    for (const c of children) {
+      if (c.stats.isFile() && c.stats.nlink > 1n) byInode.set(c.stats.ino, (byInode.get(c.stats.ino) ?? 0) + 1);
+    }
+    const groups = new Map<bigint, { id: number; count: number }>();
+    for (const [ino, count] of byInode) if (count > 1) groups.set(ino, { id: writer.newHardlinkGroup(), count });
+    return groups;
+  }
+
+  private async ingest(child: SourceEntry): Promise<IngestedContent> {
+    const chunking = this.chunking && child.stats.size > BigInt(this.chunking.min) ? this.chunking : false;
+    const content = await ingestFile(child.absPath, this.store, {
+      chunking,
+      compress: !this.o.uncompressed,
+      onBytes: (n) => this.o.progress?.bytes?.(n),
+    });
+    // A file that changed while we read it would be published torn: refuse.
+    const after = await lstatSource(child.absPath);
+    if (
+      BigInt(content.size) !== child.stats.size ||
+      after.size !== child.stats.size ||
+      after.mtimeNs !== child.stats.mtimeNs ||
+      after.ino !== child.stats.ino
+    ) {
+      throw new SourceError(child.absPath, 'changed while being published');
+    }
+    this.fileBytes += content.size;
+    return content;
+  }
+
+  private baseEntry(path: string, stats: BigIntStats): Omit<NewEntry, 'kind' | 'size' | 'linkCount'> {
+    return {
+      path,
+      mode: Number(stats.mode),
+      uid: Number(stats.uid),
+      gid: Number(stats.gid),
+      mtime: Number(stats.mtimeNs / 1_000_000_000n),
+      mtimens: Number(stats.mtimeNs % 1_000_000_000n),
+      algorithm: this.algorithm,
+    };
+  }
+
+  private async directoryEntry(absPath: string, path: string, stats: BigIntStats, linkCount: number): Promise<NewEntry> {
+    return {
+      ...this.baseEntry(path, stats),
+      kind: 'directory',
+      size: Number(stats.size),
+      linkCount,
+      xattrs: await readXattrs(absPath),
+    };
+  }
+
+  private async fileEntry(
+    child: SourceEntry,
+    path: string,
+    content: IngestedContent | undefined,
+    group: { id: number; count: number } | undefined,
+  ): Promise<NewEntry> {
+    const base = this.baseEntry(path, child.stats);
+    const kind = kindOf(child.stats);
+    switch (kind) {
+      case 'symlink': {
+        const target = await readSymlink(child.absPath);
+        return { ...base, kind, size: Buffer.byteLength(target), linkCount: 1, symlink: target };
+      }
+      case 'special':
+        return {
+          ...base,
+          kind,
+          // Devices store their rdev in `size` (§3.3); FIFOs and sockets 0.
+          size: child.stats.isCharacterDevice() || child.stats.isBlockDevice() ? Number(child.stats.rdev) : 0,
+          linkCount: 1,
+          xattrs: await readXattrs(child.absPath),
+        };
+      default:
+        return {
+          ...base,
+          kind: 'regular',
+          size: content!.size,
+          linkCount: group?.count ?? 1,
+          hardlinkGroup: group?.id,
+          hash: content!.hash,
+          chunks: content!.chunks,
+          compression: this.o.uncompressed ? Compression.None : Compression.Zlib,
+          xattrs: await readXattrs(child.absPath),
+        };
+    }
+  }
+
+  /** The `.cvmfscatalog` a dirtab rule implies: an empty file, as cvmfs_server creates it (zlib("") object). */
+  private async virtualMarker(dirPath: string, dirStats: BigIntStats): Promise<NewEntry> {
+    return {
+      ...this.baseEntry(`${dirPath}/${MARKER}`, dirStats),
+      kind: 'regular',
+      mode: 0o100644,
+      // The directory's time, not the publish time: an unchanged subtree must yield an unchanged catalog.
+      size: 0,
+      linkCount: 1,
+      hash: await this.store.putCompressed(Buffer.alloc(0), ''),
+    };
+  }
+
+  /** Finds the previous revision's catalog mounted at `mountPath`, if there was one. */
+  private async previousCatalog(mountPath: string): Promise<PreviousCatalog | undefined> {
+    if (!this.previous) return undefined;
+    let hash = this.previous.rootHash;
+    let db = await this.previous.catalog(hash);
+    while (db.rootPrefix() !== mountPath) {
+      const ref = db.nestedCatalogs().find((r) => mountPath === r.path || mountPath.startsWith(`${r.path}/`));
+      if (!ref?.hash) return undefined;
+      hash = ref.hash;
+      db = await this.previous.catalog(hash);
+    }
+    return { hash, db };
+  }
+
+  /**
+   * Closes a catalog and stores it, unless the previous revision holds an identical one: then
+   * the old object is kept, so unchanged subtrees cost nothing on re-publish.
+   */
+  private async finishCatalog(
+    build: CatalogBuild,
+    rootRevision?: number,
+  ): Promise<{ hash: ContentHash; size: number; counters: CatalogCounters }> {
+    const previous = await this.previousCatalog(build.mountPath);
+    const isRoot = build.mountPath === '';
+    build.writer.finish({
+      revision: rootRevision ?? (previous ? previous.db.revision() + 1 : 1),
+      lastModified: Math.floor(this.now.getTime() / 1000),
+      previousRevision: previous?.hash,
+      ttl: isRoot ? this.o.ttl ?? DEFAULT_TTL_SECONDS : undefined,
+    });
+    const counters = build.writer.counters;
+    const file = build.writer.file;
+    if (previous && !isRoot) {
+      const fresh = new CatalogDb(file);
+      const unchanged = fresh.contentDigest() === previous.db.contentDigest();
+      fresh.close();
+      if (unchanged) {
+        this.catalogsReused++;
+        await rm(file, { force: true });
+        this.tempFiles.delete(file);
+        const size = (await readFile(previous.db.file)).length;
+        return { hash: previous.hash, size, counters };
+      }
+    }
+    const plain = await readFile(file);
+    const hash = await this.store.putCompressed(plain, 'C');
+    this.catalogsWritten++;
+    await rm(file, { force: true });
+    this.tempFiles.delete(file);
+    return { hash, size: plain.length, counters };
+  }
+
+  private async writeAtomically(name: string, data: Buffer): Promise<void> {
+    const target = join(resolve(this.o.repoDir), name);
+    const tmp = join(this.txnDir, `${name}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    this.tempFiles.add(tmp);
+    try {
+      await writeFile(tmp, data);
+      await rename(tmp, target);
+    } catch (e) {
+      throw ioError(target, 'write', e);
+    }
+    this.tempFiles.delete(tmp);
+  }
+
+  private async ensureMasterReplica(): Promise<void> {
+    const file = join(resolve(this.o.repoDir), '.cvmfs_master_replica');
+    await writeFile(file, MASTER_REPLICA_TEXT, { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw ioError(file, 'write', e);
+    });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function publish(o: PublishOptions): Promise<PublishResult> {
+  return new Publisher(o).run();
+}
