@@ -73,8 +73,10 @@ export function parseManifest(data: Buffer): Manifest {
   requireKey(v, 'R');
   requireKey(v, 'D');
   requireKey(v, 'S');
+  const rootCatalog = hashValue(v, 'C');
+  if (!rootCatalog) throw new FormatError("manifest 'C' line has no root catalog hash");
   return {
-    rootCatalog: hashValue(v, 'C')!,
+    rootCatalog,
     rootCatalogSize: decimal(v, 'B'),
     rootPathHash: v.get('R')!,
     ttl: decimal(v, 'D')!,
@@ -136,8 +138,9 @@ export function verifyManifest(data: Buffer, fqrn: string, certificatePublicKey:
 }
 
 export function checkManifestFields(manifest: Manifest, fqrn: string): void {
-  if (manifest.fqrn !== undefined && manifest.fqrn !== fqrn) {
-    throw new ManifestError(`manifest is for repository '${manifest.fqrn}', not '${fqrn}'`);
+  // A missing N counts as a different name, as in the C++ client.
+  if (manifest.fqrn !== fqrn) {
+    throw new ManifestError(`manifest is for repository '${manifest.fqrn ?? ''}', not '${fqrn}'`);
   }
   if (manifest.rootPathHash !== ROOT_PATH_MD5) {
     throw new ManifestError(`manifest root path hash ${manifest.rootPathHash} is not MD5("") (root mismatch)`);

@@ -42,7 +42,7 @@ export function checkLetterHash(letter: SignedLetter, what: string): ContentHash
   }
   const actual = ContentHash.compute(algorithm, letter.body);
   if (actual.toString() !== letter.hashText) {
-    throw new SignatureError(`${what}: content does not match its signed hash (modified after signing)`);
+    throw new SignatureError(`${what}: signature check failed, the content does not match its signed hash`);
   }
   return actual;
 }

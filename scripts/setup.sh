@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything cvmfs-ts needs on a fresh Debian 12 machine (as root), then builds it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  python3          # shared/tools/treelist.py, the reference listing tool
+  attr             # setfattr/getfattr for test trees with extended attributes
+  nginx-light      # the documented nginx configuration is tested against the real server
+  libfuse2 fuse3   # fuse-native's prebuilt binary (client)
+  g++ make         # better-sqlite3 compiles from source against Node's headers
+  time             # /usr/bin/time measures peak memory of publishes (tests, bench)
+  util-linux       # setpriv (tests drop root's file capabilities), mount
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# nginx-light's package starts a system nginx on port 80; our tests run their own on loopback.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl stop nginx || true
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+npm run --silent build
+echo "setup: done"
