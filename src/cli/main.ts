@@ -95,6 +95,7 @@ async function runDemo(o: { dir?: string; keep: boolean }): Promise<void> {
         fqrn,
         masterKeys: await loadPublicKeys([keyFiles(fqrn, keysDir).masterPublicKey]),
         path: '/',
+        checkObjects: true,
       });
       process.stdout.write(formatReport(report));
     } finally {
@@ -171,6 +172,7 @@ export function buildProgram(): Command {
     .argument('[path]', 'repository path to list')
     .requiredOption('--fqrn <name>', 'repository name')
     .requiredOption('--key <file...>', 'master public key file(s)')
+    .option('--check-objects', 'also fetch and hash-check every object and statistics counter')
     .option('--json', 'machine-readable output')
     .action(async (location, path, o) => {
       const report = await inspect({
@@ -178,6 +180,7 @@ export function buildProgram(): Command {
         fqrn: o.fqrn,
         masterKeys: await loadPublicKeys(o.key),
         path,
+        checkObjects: o.checkObjects,
       });
       process.stdout.write(o.json ? JSON.stringify(report, jsonReplacer, 2) + '\n' : formatReport(report));
     });

@@ -7,6 +7,7 @@ import { Repository } from '../repository/repository';
 import { openSource } from '../repository/object-source';
 import type { CatalogEntry } from '../catalog/catalog-db';
 import type { Counters } from '../format/catalog-schema';
+import { verifyRepository, type VerifyReport } from '../repository/verify';
 import { CvmfsError } from '../errors';
 
 export interface InspectOptions {
@@ -14,6 +15,8 @@ export interface InspectOptions {
   fqrn: string;
   masterKeys: readonly KeyObject[];
   path?: string; // repository path to list, e.g. "/" or "/software"
+  /** Fetch and hash-check every object and counter too (`--check-objects`). */
+  checkObjects?: boolean;
   now?: Date;
 }
 
@@ -37,6 +40,14 @@ export interface InspectReport {
   whitelistExpires: Date;
   catalogs: CatalogSummary[];
   listing?: { path: string; entries: CatalogEntry[] };
+  verification?: VerifyReport;
+}
+
+export class RepositoryDamagedError extends CvmfsError {
+  constructor(readonly report: VerifyReport) {
+    const n = report.problems.length;
+    super('E_HASH_MISMATCH', `${n} problem${n === 1 ? '' : 's'} found: ${report.problems.join('; ')}`);
+  }
 }
 
 function totalEntries(c: Counters): number {
@@ -79,6 +90,10 @@ export async function inspect(o: InspectOptions): Promise<InspectReport> {
       catalogs,
     };
     if (o.path !== undefined) report.listing = await listDirectory(repo, repositoryPath(o.path));
+    if (o.checkObjects) {
+      report.verification = await verifyRepository(repo);
+      if (report.verification.problems.length > 0) throw new RepositoryDamagedError(report.verification);
+    }
     return report;
   } finally {
     await repo.close();
@@ -130,9 +145,17 @@ export function formatReport(r: InspectReport): string {
     `certificate       ${r.certificateFingerprint}`,
     `whitelist expires ${r.whitelistExpires.toISOString()}`,
     `signatures        manifest and whitelist verified`,
+  ];
+  const v = r.verification;
+  if (v) {
+    lines.push(
+      `objects           ${v.objects} objects (${human(v.bytes)}) and ${v.catalogs} catalogs hash-checked, counters consistent`,
+    );
+  }
+  lines.push(
     '',
     `catalogs (${r.catalogs.length}):`,
-  ];
+  );
   for (const c of r.catalogs) {
     const k = c.counters;
     lines.push(

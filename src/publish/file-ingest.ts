@@ -4,8 +4,10 @@
  * (§4). Memory stays bounded by the read buffer whatever the file size.
  */
 import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { Xor32Chunker, type ChunkSizes } from '../format/chunker';
 import type { ContentHash } from '../format/hash';
+import { zlibCompressAsync } from '../format/compression';
 import type { ObjectStore, ObjectWriter } from './object-store';
 import type { ChunkRecord } from './catalog-writer';
 import { SourceError, CvmfsError } from '../errors';
@@ -25,7 +27,11 @@ export interface IngestOptions {
 
 const READ_BUFFER = 1 << 20;
 
-export async function ingestFile(path: string, store: ObjectStore, o: IngestOptions): Promise<IngestedContent> {
+/** Files up to this size are read whole and compressed in one call: far fewer stream round trips. */
+const SMALL_FILE = 1 << 20;
+
+export async function ingestFile(path: string, expectedSize: number, store: ObjectStore, o: IngestOptions): Promise<IngestedContent> {
+  if (expectedSize <= SMALL_FILE && (!o.chunking || expectedSize <= o.chunking.min)) return ingestSmallFile(path, store, o);
   const chunker = o.chunking ? new Xor32Chunker(o.chunking) : undefined;
   const chunks: ChunkRecord[] = [];
   let writer: ObjectWriter = await store.startObject(o.compress);
@@ -55,4 +61,16 @@ export async function ingestFile(path: string, store: ObjectStore, o: IngestOpti
   if (chunks.length === 0) return { hash: await writer.commit(''), size: position };
   chunks.push({ offset: chunkStart, size: position - chunkStart, hash: await writer.commit('P') });
   return { chunks, size: position };
+}
+
+async function ingestSmallFile(path: string, store: ObjectStore, o: IngestOptions): Promise<IngestedContent> {
+  let data: Buffer;
+  try {
+    data = await readFile(path);
+  } catch (e) {
+    throw new SourceError(path, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+  }
+  o.onBytes?.(data.length);
+  const stored = o.compress ? await zlibCompressAsync(data) : data;
+  return { hash: await store.putStored(stored, ''), size: data.length };
 }

@@ -60,6 +60,7 @@ export interface PublishResult {
 }
 
 const MARKER = '.cvmfscatalog';
+const INGEST_CONCURRENCY = 4;
 const DIRTAB = '.cvmfsdirtab';
 const MASTER_REPLICA_TEXT = 'This file marks the repository as replicatable to stratum 1 servers\n';
 
@@ -246,23 +247,14 @@ export class Publisher {
     if (startsCatalog && !hasMarker) own.writer.add(await this.virtualMarker(repoPath, stats));
 
     const groups = this.hardlinkGroups(children, own.writer);
-    const linkedContent = new Map<bigint, IngestedContent>();
+    const contents = await this.ingestAll(children);
     for (const child of children) {
       const childPath = `${repoPath}/${child.name}`;
       if (child.stats.isDirectory()) {
         await this.publishDirectory(child.absPath, childPath, child.stats, own);
         continue;
       }
-      const group = groups.get(child.stats.ino);
-      let content: IngestedContent | undefined;
-      if (child.stats.isFile()) {
-        content = group ? linkedContent.get(child.stats.ino) : undefined;
-        if (!content) {
-          content = await this.ingest(child);
-          if (group) linkedContent.set(child.stats.ino, content);
-        }
-      }
-      own.writer.add(await this.fileEntry(child, childPath, content, group));
+      own.writer.add(await this.fileEntry(child, childPath, contents.get(child.stats.ino), groups.get(child.stats.ino)));
       this.counted(childPath);
     }
 
@@ -288,9 +280,26 @@ export class Publisher {
     return groups;
   }
 
+  /**
+   * Stores the regular files of one directory, a few at a time: zlib runs on libuv's thread pool,
+   * so compression of one file overlaps reading and hashing of others. Keyed by inode, so the
+   * names of a hardlink group share one read.
+   */
+  private async ingestAll(children: SourceEntry[]): Promise<Map<bigint, IngestedContent>> {
+    const files = new Map<bigint, SourceEntry>();
+    for (const c of children) if (c.stats.isFile() && !files.has(c.stats.ino)) files.set(c.stats.ino, c);
+    const queue = [...files.values()];
+    const contents = new Map<bigint, IngestedContent>();
+    const worker = async () => {
+      for (let next = queue.shift(); next; next = queue.shift()) contents.set(next.stats.ino, await this.ingest(next));
+    };
+    await Promise.all(Array.from({ length: Math.min(INGEST_CONCURRENCY, queue.length) }, worker));
+    return contents;
+  }
+
   private async ingest(child: SourceEntry): Promise<IngestedContent> {
     const chunking = this.chunking && child.stats.size > BigInt(this.chunking.min) ? this.chunking : false;
-    const content = await ingestFile(child.absPath, this.store, {
+    const content = await ingestFile(child.absPath, Number(child.stats.size), this.store, {
       chunking,
       compress: !this.o.uncompressed,
       onBytes: (n) => this.o.progress?.bytes?.(n),

@@ -65,7 +65,7 @@ t.test('malformed framing', async (t) => {
   const wrong = ContentHash.compute(HashAlgorithm.Sha1, 'b\n').toString();
   t.throws(() => checkLetterHash(splitLetter(Buffer.from(`a\n--\n${wrong}\nsig`), 'x'), 'x'), {
     code: 'E_SIGNATURE',
-    message: /modified after signing/,
+    message: /signature check failed, the content does not match its signed hash/,
   });
   // Upper-case hex is not what the signer prints.
   const upper = ContentHash.compute(HashAlgorithm.Sha1, 'a\n').toString().toUpperCase();
