@@ -27,19 +27,21 @@ const TYPICAL: [string, number, FlagFields][] = [
 ];
 
 t.test('bit constants (§3.4)', async (t) => {
-  t.same(Flag, {
-    Dir: 1,
-    DirNestedMountpoint: 2,
-    File: 4,
-    Link: 8,
-    FileSpecial: 16,
-    DirNestedRoot: 32,
-    FileChunk: 64,
-    FileExternal: 128,
-    DirBindMountpoint: 0x4000,
-    Hidden: 0x8000,
-    DirectIo: 0x10000,
-  });
+  // Each constant is a bit of its own ...
+  for (const [name, bit] of Object.entries(Flag)) t.ok(bit > 0 && (bit & (bit - 1)) === 0, `${name} is a single bit`);
+  t.equal(new Set(Object.values(Flag)).size, Object.keys(Flag).length, 'no two constants share a bit');
+  // ... which, with Dir or File, gives a typical value: that pins every one of them.
+  t.equal(Flag.Dir, 1);
+  t.equal(Flag.Dir | Flag.DirNestedMountpoint, 3);
+  t.equal(Flag.Dir | Flag.DirNestedRoot, 33);
+  t.equal(Flag.Dir | Flag.DirBindMountpoint, 16385);
+  t.equal(Flag.Dir | Flag.DirNestedMountpoint | Flag.Hidden, 32771);
+  t.equal(Flag.File, 4);
+  t.equal(Flag.File | Flag.Link, 12);
+  t.equal(Flag.File | Flag.FileSpecial, 20);
+  t.equal(Flag.File | Flag.FileChunk, 68);
+  t.equal(Flag.File | Flag.FileExternal, 132);
+  t.equal(Flag.File | Flag.DirectIo, 0x10004);
 });
 
 t.test('encodeFlags gives the typical values', async (t) => {
@@ -124,11 +126,11 @@ t.test('invalid values are rejected', async (t) => {
   t.throws(() => encodeFlags({ kind: 'regular', algorithm: HashAlgorithm.Md5 }), { code: 'E_FORMAT' });
   // Algorithm field (bits 8–10) 3..7 → algorithm 4..8: kAny or beyond, no content hash.
   for (let a = 3; a < 8; a++) {
-    t.throws(() => decodeFlags(4 | (a << 8)), { code: 'E_FORMAT', name: 'FormatError' }, `algorithm bits ${a}`);
+    t.throws(() => decodeFlags(Flag.File | (a << 8)), { code: 'E_FORMAT', name: 'FormatError' }, `algorithm bits ${a}`);
   }
   // Compression field (bits 11–13) 2..7.
   for (let c = 2; c < 8; c++) {
-    t.throws(() => decodeFlags(4 | (c << 11)), { code: 'E_FORMAT' }, `compression bits ${c}`);
+    t.throws(() => decodeFlags(Flag.File | (c << 11)), { code: 'E_FORMAT' }, `compression bits ${c}`);
   }
-  t.doesNotThrow(() => decodeFlags(4 | (2 << 8) | (1 << 11)));
+  t.doesNotThrow(() => decodeFlags(Flag.File | (2 << 8) | (1 << 11)));
 });

@@ -1,4 +1,4 @@
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import {
@@ -16,6 +16,7 @@ import { splitLetter } from '../../src/format/signed-letter';
 import { parseCertificate } from '../../src/format/certificate';
 import { ContentHash, HashAlgorithm } from '../../src/format/hash';
 import { CvmfsError } from '../../src/errors';
+import { throwsCode } from '../helpers/asserts';
 
 const FIXTURE = '/work/shared/fixtures/real-small';
 const FQRN = 'example.cern.ch';
@@ -57,16 +58,6 @@ function fullManifest(algorithm = HashAlgorithm.Sha1): Manifest {
     microCatalog: h(algorithm, 'micro'),
     channelTips: undefined,
   };
-}
-
-/** Asserts `fn` throws a CvmfsError with `code`. */
-function throwsCode(t: Test, fn: () => unknown, code: string, msg: string): void {
-  try {
-    fn();
-    t.fail(`${msg}: did not throw`);
-  } catch (e) {
-    t.equal(CvmfsError.is(e) ? e.code : `not a CvmfsError: ${String(e)}`, code, msg);
-  }
 }
 
 t.test('parse the §1.3 example', async (t) => {

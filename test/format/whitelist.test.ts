@@ -1,4 +1,4 @@
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import forge from 'node-forge';
@@ -17,6 +17,7 @@ import { parseCertificate, type Certificate } from '../../src/format/certificate
 import { signWithRawRsa, splitLetter } from '../../src/format/signed-letter';
 import { ContentHash, HashAlgorithm } from '../../src/format/hash';
 import { CvmfsError } from '../../src/errors';
+import { throwsCode } from '../helpers/asserts';
 
 const FIXTURE = '/work/shared/fixtures/real-small';
 const FIXTURE_CERT = parseCertificate(readFileSync(`${FIXTURE}/keys/fixture.cvmfs.io.crt`));
@@ -45,16 +46,6 @@ function selfSigned(cn: string): Certificate {
   return parseCertificate(forge.pki.certificateToPem(cert));
 }
 const OTHER_CERT = selfSigned('other.cvmfs.io CernVM-FS Release Managers');
-
-/** Asserts `fn` throws a CvmfsError with `code`. */
-function throwsCode(t: Test, fn: () => unknown, code: string, msg: string): void {
-  try {
-    fn();
-    t.fail(`${msg}: did not throw`);
-  } catch (e) {
-    t.equal(CvmfsError.is(e) ? e.code : `not a CvmfsError: ${String(e)}`, code, msg);
-  }
-}
 
 function baseWhitelist(over: Partial<Whitelist> = {}): Whitelist {
   return { ...createWhitelist({ fqrn: FQRN, certificate: FIXTURE_CERT, now: NOW }), ...over };

@@ -7,65 +7,13 @@ import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { checkLifetime, freePort, makeServedRepo, MANIFEST, OBJECT, OBJECT_BYTES, raw } from '../helpers/http';
 
 const NGINX = '/usr/sbin/nginx';
 const FQRN = 'example.org';
-const OBJECT = 'ab/cdef0123456789abcdef0123456789abcdef';
-const OBJECT_BYTES = Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251));
-const MANIFEST = 'Cabc\nD240\nS7\nNexample.org\n--\nsignature\n';
 const CONF_TEMPLATE = path.join(__dirname, '..', '..', 'docs', 'nginx-cvmfs.conf');
-
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-  reusedSocket: boolean;
-}
-
-function raw(
-  port: number,
-  method: string,
-  rawPath: string,
-  headers: Record<string, string> = {},
-  agent?: http.Agent,
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path: rawPath, headers, agent }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks);
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, reusedSocket: req.reusedSocket });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-function checkLifetime(t: Test, r: Reply, seconds: number): void {
-  t.equal(r.headers['cache-control'], `max-age=${seconds}`);
-  const expires = Date.parse(String(r.headers.expires));
-  const date = Date.parse(String(r.headers.date));
-  t.ok(Math.abs((expires - date) / 1000 - seconds) <= 1, `Expires is Date + ${seconds} s`);
-  t.notOk('etag' in r.headers, 'no ETag');
-  t.notOk('last-modified' in r.headers, 'no Last-Modified');
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Temp-path directives, minus those of modules this nginx was built without (they would not parse). */
 function tempPaths(dir: string): string {
@@ -76,24 +24,11 @@ function tempPaths(dir: string): string {
     .join('\n');
 }
 
-function makeRepo(top: string): string {
-  const repo = path.join(top, 'repo');
-  fs.mkdirSync(path.join(repo, 'data', 'ab'), { recursive: true });
-  fs.mkdirSync(path.join(repo, 'data', 'txn'));
-  fs.mkdirSync(path.join(top, 'outside'));
-  fs.writeFileSync(path.join(top, 'outside', 'secret.txt'), 'secret\n');
-  fs.writeFileSync(path.join(repo, '.cvmfspublished'), MANIFEST);
-  fs.writeFileSync(path.join(repo, '.cvmfswhitelist'), 'whitelist\n');
-  fs.writeFileSync(path.join(repo, 'meta.json'), '{"a":1}\n');
-  fs.writeFileSync(path.join(repo, 'data', OBJECT), OBJECT_BYTES);
-  fs.writeFileSync(path.join(repo, 'data', 'txn', 'partial'), 'half');
-  return repo;
-}
-
-async function startNginx(t: Test): Promise<number> {
+/** Starts nginx on a free port and returns its base URL, `http://127.0.0.1:port`. */
+async function startNginx(t: Test): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cvmfs-nginx-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const repo = makeRepo(dir);
+  const repo = makeServedRepo(dir);
   fs.mkdirSync(path.join(dir, 'tmp'));
   fs.mkdirSync(path.join(dir, 'logs')); // nginx -p expects it even with error_log on stderr
   const port = await freePort();
@@ -134,12 +69,13 @@ async function startNginx(t: Test): Promise<number> {
     await exited;
   });
 
+  const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}: ${stderr}`);
     try {
-      await raw(port, 'HEAD', '/');
-      return port;
+      await raw(url, 'HEAD', '/');
+      return url;
     } catch {
       if (Date.now() > deadline) throw new Error(`nginx did not answer on port ${port}: ${stderr}`);
       await new Promise((r) => setTimeout(r, 50));
@@ -150,53 +86,53 @@ async function startNginx(t: Test): Promise<number> {
 const skip = fs.existsSync(NGINX) ? false : `${NGINX} not installed (apt-get install nginx-light)`;
 
 t.test('docs/nginx-cvmfs.conf on a real nginx', { skip }, async (t) => {
-  const port = await startNginx(t);
+  const url = await startNginx(t);
   const base = `/cvmfs/${FQRN}`;
 
-  const m = await raw(port, 'GET', `${base}/.cvmfspublished`);
+  const m = await raw(url, 'GET', `${base}/.cvmfspublished`);
   t.equal(m.status, 200);
   t.equal(m.headers['content-type'], 'application/x-cvmfs');
   t.equal(m.body.toString(), MANIFEST);
   t.equal(m.headers.connection, 'keep-alive');
   checkLifetime(t, m, 61);
 
-  const w = await raw(port, 'GET', `${base}/.cvmfswhitelist`);
+  const w = await raw(url, 'GET', `${base}/.cvmfswhitelist`);
   t.equal(w.headers['content-type'], 'application/x-cvmfs');
   checkLifetime(t, w, 61);
 
-  const j = await raw(port, 'GET', `${base}/meta.json`);
+  const j = await raw(url, 'GET', `${base}/meta.json`);
   t.equal(j.headers['content-type'], 'application/json');
   checkLifetime(t, j, 61);
 
-  const o = await raw(port, 'GET', `${base}/data/${OBJECT}`);
+  const o = await raw(url, 'GET', `${base}/data/${OBJECT}`);
   t.equal(o.status, 200);
   t.equal(o.headers['content-type'], 'application/octet-stream');
   t.same(o.body, OBJECT_BYTES);
   checkLifetime(t, o, 259200);
 
-  const h = await raw(port, 'HEAD', `${base}/data/${OBJECT}`);
+  const h = await raw(url, 'HEAD', `${base}/data/${OBJECT}`);
   t.equal(h.status, 200);
   t.equal(h.headers['content-length'], '1000');
   t.equal(h.body.length, 0);
 
-  const p = await raw(port, 'GET', `${base}/data/${OBJECT}`, { range: 'bytes=10-19' });
+  const p = await raw(url, 'GET', `${base}/data/${OBJECT}`, { range: 'bytes=10-19' });
   t.equal(p.status, 206);
   t.equal(p.headers['content-range'], 'bytes 10-19/1000');
   t.same(p.body, OBJECT_BYTES.subarray(10, 20));
   checkLifetime(t, p, 259200);
 
-  const bad = await raw(port, 'GET', `${base}/data/${OBJECT}`, { range: 'bytes=5000-6000' });
+  const bad = await raw(url, 'GET', `${base}/data/${OBJECT}`, { range: 'bytes=5000-6000' });
   t.equal(bad.status, 416);
   t.equal(bad.headers['content-range'], 'bytes */1000');
 
   const later = new Date(Date.now() + 3600_000).toUTCString();
-  const ims = await raw(port, 'GET', `${base}/.cvmfspublished`, { 'if-modified-since': later });
+  const ims = await raw(url, 'GET', `${base}/.cvmfspublished`, { 'if-modified-since': later });
   t.equal(ims.status, 200, 'If-Modified-Since is ignored');
 
-  t.equal((await raw(port, 'POST', `${base}/.cvmfspublished`)).status, 405);
+  t.equal((await raw(url, 'POST', `${base}/.cvmfspublished`)).status, 405);
 
   for (const d of ['/', '/data', '/data/', '/data/ab', '/data/ab/', '/missing', '/data/txn/partial']) {
-    t.equal((await raw(port, 'GET', base + d)).status, 404, `${d} → 404`);
+    t.equal((await raw(url, 'GET', base + d)).status, 404, `${d} → 404`);
   }
 
   const attacks = [
@@ -205,13 +141,13 @@ t.test('docs/nginx-cvmfs.conf on a real nginx', { skip }, async (t) => {
     `${base}/..%2f..%2foutside%2fsecret.txt`,
   ];
   for (const a of attacks) {
-    const r = await raw(port, 'GET', a);
+    const r = await raw(url, 'GET', a);
     t.ok(r.status === 400 || r.status === 404, `${a} → ${r.status}`);
     t.notMatch(r.body.toString(), /secret/);
   }
 
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   t.teardown(() => agent.destroy());
-  await raw(port, 'GET', `${base}/.cvmfspublished`, {}, agent);
-  t.ok((await raw(port, 'GET', `${base}/data/${OBJECT}`, {}, agent)).reusedSocket, 'keep-alive');
+  await raw(url, 'GET', `${base}/.cvmfspublished`, {}, agent);
+  t.ok((await raw(url, 'GET', `${base}/data/${OBJECT}`, {}, agent)).reusedSocket, 'keep-alive');
 });

@@ -5,25 +5,13 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { resolveRequestPath, startStaticServer, type RunningServer } from '../../src/serve/static-server';
+import { checkLifetime, makeServedRepo, MANIFEST, OBJECT, OBJECT_BYTES, raw } from '../helpers/http';
 
-const OBJECT = 'ab/cdef0123456789abcdef0123456789abcdef'; // 40 hex digits split like data/XX/...
-const OBJECT_BYTES = Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251));
-const MANIFEST = 'Cabc\nD240\nS7\nNexample.org\n--\nsignature\n';
-
-/** tmp/{repo,outside}: a fake repository and a secret beside it that must stay unreachable. */
+/** The served repository, plus an empty object, symlinks in and out of the root and a FIFO. */
 function makeRepo(t: Tap): string {
   const top = fs.mkdtempSync(path.join(os.tmpdir(), 'cvmfs-serve-'));
   t.teardown(() => fs.rmSync(top, { recursive: true, force: true }));
-  const repo = path.join(top, 'repo');
-  fs.mkdirSync(path.join(repo, 'data', 'ab'), { recursive: true });
-  fs.mkdirSync(path.join(repo, 'data', 'txn'));
-  fs.mkdirSync(path.join(top, 'outside'));
-  fs.writeFileSync(path.join(top, 'outside', 'secret.txt'), 'secret\n');
-  fs.writeFileSync(path.join(repo, '.cvmfspublished'), MANIFEST);
-  fs.writeFileSync(path.join(repo, '.cvmfswhitelist'), 'whitelist\n');
-  fs.writeFileSync(path.join(repo, 'meta.json'), '{"a":1}\n');
-  fs.writeFileSync(path.join(repo, 'data', OBJECT), OBJECT_BYTES);
-  fs.writeFileSync(path.join(repo, 'data', 'txn', 'partial'), 'half');
+  const repo = makeServedRepo(top);
   fs.writeFileSync(path.join(repo, 'data', 'ab', 'empty'), '');
   fs.symlinkSync('../outside/secret.txt', path.join(repo, 'escape'));
   fs.symlinkSync(path.join(top, 'outside'), path.join(repo, 'data', 'out'));
@@ -33,48 +21,6 @@ function makeRepo(t: Tap): string {
   return repo;
 }
 type Tap = Test;
-
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-  reusedSocket: boolean;
-}
-
-/** A raw request: node:http sends the path untouched (fetch would normalise `..`). */
-function raw(
-  base: string,
-  method: string,
-  rawPath: string,
-  headers: Record<string, string> = {},
-  agent?: http.Agent,
-): Promise<Reply> {
-  const u = new URL(base);
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port, method, path: rawPath, headers, agent }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks);
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, reusedSocket: req.reusedSocket });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** Lifetime as announced by Cache-Control and as implied by Expires - Date. */
-function checkLifetime(t: Tap, r: Reply, seconds: number): void {
-  t.equal(r.headers['cache-control'], `max-age=${seconds}`);
-  const expires = Date.parse(String(r.headers.expires));
-  const date = Date.parse(String(r.headers.date));
-  t.ok(Number.isFinite(expires) && Number.isFinite(date), 'Expires and Date parse');
-  t.ok(Math.abs((expires - date) / 1000 - seconds) <= 1, `Expires is Date + ${seconds} s`);
-  t.notOk('etag' in r.headers, 'no ETag');
-  t.notOk('last-modified' in r.headers, 'no Last-Modified');
-}
 
 async function start(
   t: Tap,
