@@ -1,0 +1,57 @@
+/**
+ * The typed client settings a mount runs with, parsed from CVMFS_* parameters (§5.9–5.14).
+ * Produced by config/parameters.ts; consumed by the mount's composition root.
+ */
+
+/** One proxy group of CVMFS_HTTP_PROXY: its members are load-balanced; "DIRECT" means no proxy. */
+export type ProxyGroup = readonly string[];
+
+export interface ClientSettings {
+  readonly fqrn: string;
+  /** CVMFS_SERVER_URL split on ';', @fqrn@/@org@ substituted, no trailing slash. */
+  readonly serverUrls: readonly string[];
+  /** CVMFS_HTTP_PROXY (+ CVMFS_FALLBACK_PROXY): groups separated by ';', members by '|'. */
+  readonly proxyGroups: readonly ProxyGroup[];
+  /** CVMFS_PUBLIC_KEY (':'-separated files) or every *.pub of CVMFS_KEYS_DIR. */
+  readonly publicKeyFiles: readonly string[];
+  /** CVMFS_CACHE_BASE (default /var/lib/cvmfs). */
+  readonly cacheBase: string;
+  /** CVMFS_SHARED_CACHE (default yes). */
+  readonly sharedCache: boolean;
+  /** The cache directory: CVMFS_CACHE_DIR, else <base>/shared or <base>/<fqrn>. */
+  readonly cacheDir: string;
+  /** CVMFS_QUOTA_LIMIT in MB; <= 0 unmanaged (default 4000). */
+  readonly quotaLimitMb: number;
+  /** CVMFS_TIMEOUT (with a proxy, default 5) and CVMFS_TIMEOUT_DIRECT (default 10), seconds. */
+  readonly timeoutS: number;
+  readonly timeoutDirectS: number;
+  /** CVMFS_MAX_RETRIES (default 1), CVMFS_BACKOFF_INIT (2) / CVMFS_BACKOFF_MAX (10) seconds. */
+  readonly maxRetries: number;
+  readonly backoffInitS: number;
+  readonly backoffMaxS: number;
+  /** CVMFS_LOW_SPEED_LIMIT bytes/s (default 1024). */
+  readonly lowSpeedLimit: number;
+  /** CVMFS_KCACHE_TIMEOUT seconds (default 60): kernel entry/attr timeouts. */
+  readonly kcacheTimeoutS: number;
+  /** CVMFS_CLAIM_OWNERSHIP (default yes): show the mounting user as owner of everything. */
+  readonly claimOwnership: boolean;
+  /** CVMFS_UID_MAP / CVMFS_GID_MAP files parsed: catalog id → shown id; '*' key = default. */
+  readonly uidMap: ReadonlyMap<number | '*', number> | undefined;
+  readonly gidMap: ReadonlyMap<number | '*', number> | undefined;
+  /** CVMFS_ROOT_HASH: mount this root catalog, never update. */
+  readonly rootHash: string | undefined;
+  /** CVMFS_AUTO_UPDATE (default yes). */
+  readonly autoUpdate: boolean;
+  /** CVMFS_EXTERNAL_URL split on ';' (external files, §7.1). */
+  readonly externalUrls: readonly string[];
+  /** CVMFS_MAGIC_XATTRS_VISIBILITY (rootonly by default; CVMFS_HIDE_MAGIC_XATTRS=yes → never). */
+  readonly magicXattrsVisibility: 'always' | 'rootonly' | 'never';
+  /** CVMFS_CHECK_PERMISSIONS (default yes): mount with default_permissions. */
+  readonly checkPermissions: boolean;
+  /** CVMFS_MAX_TTL in minutes (0 = none). */
+  readonly maxTtlMinutes: number;
+  /** CVMFS_FOLLOW_REDIRECTS (default no). */
+  readonly followRedirects: boolean;
+  /** Every parameter after parsing: exported to the process environment for variant symlinks (§5.5). */
+  readonly parameters: ReadonlyMap<string, string>;
+}
