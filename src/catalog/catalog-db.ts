@@ -96,6 +96,8 @@ export class CatalogDb {
       this.db = new Database(file, { readonly: true, fileMustExist: true });
       this.db.defaultSafeIntegers(true);
       this.db.pragma('temp_store = 2');
+      // Catalog pages come straight from the page cache instead of being copied (a mounted catalog is read a lot).
+      this.db.pragma('mmap_size = 268435456');
       const props = this.properties();
       const schema = props.get('schema');
       if (schema !== '2.5' && schema !== '2.4') throw new FormatError(`catalog schema '${schema}' is not supported`);
@@ -171,6 +173,20 @@ export class CatalogDb {
       size: Number(r.size),
       hash: ContentHash.of(entry.flags.algorithm, r.hash),
     }));
+  }
+
+  /** Highest row id: the size of the inode range the catalog reserves when mounted (§5.2). */
+  maxRowid(): number {
+    const row = this.db.prepare('SELECT max(rowid) AS m FROM catalog').get() as { m: bigint | null };
+    return Number(row.m ?? 0n);
+  }
+
+  /** For each hardlink group, its first row (the inode all its members share, §3.12). */
+  hardlinkGroups(): { group: number; rowid: number }[] {
+    const rows = this.db
+      .prepare('SELECT hardlinks >> 32 AS g, min(rowid) AS r FROM catalog WHERE hardlinks >= 4294967296 GROUP BY g')
+      .all() as { g: bigint; r: bigint }[];
+    return rows.map((x) => ({ group: Number(x.g), rowid: Number(x.r) }));
   }
 
   /** Every entry, for whole-catalog checks and tree listings. */

@@ -2,7 +2,7 @@
  * `cvmfs-ts` entry point: parses arguments and calls the modules. Errors end here as one
  * sentence on stderr and a non-zero exit status.
  */
-import { Command, InvalidArgumentError, CommanderError } from '@commander-js/extra-typings';
+import { Command, InvalidArgumentError, CommanderError, Option } from '@commander-js/extra-typings';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,9 +14,10 @@ import { startStaticServer } from '../serve/static-server';
 import { inspect, formatReport } from '../inspect/inspect';
 import { writeDemoTree } from '../demo/demo-tree';
 import { createProgress } from './progress';
+import { serveMount, mountInBackground } from './mount-command';
 import { CvmfsError, describeError } from '../errors';
 
-const VERSION = '0.1.0';
+import { VERSION } from '../version';
 
 function parseInteger(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('not a whole number');
@@ -183,6 +184,21 @@ export function buildProgram(): Command {
         checkObjects: o.checkObjects,
       });
       process.stdout.write(o.json ? JSON.stringify(report, jsonReplacer, 2) + '\n' : formatReport(report));
+    });
+
+  program
+    .command('mount')
+    .description('mount a repository read-only with FUSE; returns once it is ready')
+    .argument('<fqrn>', 'repository name')
+    .argument('<mountpoint>', 'directory to mount on, e.g. /cvmfs/<fqrn>')
+    .option('-o, --options <params>', 'CVMFS_* parameters, comma-separated PARAM=value, overriding the files')
+    .option('--foreground', 'stay attached and log to stderr')
+    .option('--config-root <dir>', 'configuration root instead of /etc/cvmfs (or $CVMFS_TS_CONFIG_ROOT)')
+    .option('--log <file>', 'daemon log file (default /var/log/cvmfs-ts/<fqrn>.log)')
+    .addOption(new Option('--ready-fd <fd>', 'internal: report readiness on this fd').argParser(parseInteger).hideHelp())
+    .action(async (fqrn, mountpoint, o) => {
+      if (o.foreground) await serveMount(fqrn, mountpoint, o);
+      else await mountInBackground(fqrn, mountpoint, o, resolve(__dirname, '../../bin/cvmfs-ts'));
     });
 
   program

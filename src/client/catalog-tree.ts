@@ -1,0 +1,194 @@
+/**
+ * The mounted catalog tree (§5.2): the root catalog plus nested catalogs attached lazily, the
+ * first time a path below their mountpoint is needed. Assigns inodes the C++ client's way — each
+ * attached catalog reserves a range of max(rowid) numbers from a gauge starting at 255, so the
+ * root entry (row 1) is inode 256 — which keeps inodes stable for the life of a revision.
+ * Repeated lookups of a path are answered from an LRU cache without touching SQLite.
+ */
+import { LRUCache } from 'lru-cache';
+import type { ContentHash } from '../format/hash';
+import type { CatalogDb, CatalogEntry, Chunk } from '../catalog/catalog-db';
+import { CvmfsError } from '../errors';
+
+export const ROOT_INODE = 256;
+const INODE_OFFSET = 255;
+
+/** Loads (fetches, verifies, opens) a catalog by hash; `mountPath` is for messages. */
+export type CatalogLoader = (hash: ContentHash, mountPath: string, expectedSize: number) => Promise<CatalogDb>;
+
+export interface AttachedCatalog {
+  readonly mountPath: string;
+  readonly hash: ContentHash;
+  readonly db: CatalogDb;
+  readonly inodeOffset: number;
+  /** The catalog whose nested_catalogs lists this one (none for the root). */
+  readonly parent: AttachedCatalog | undefined;
+  /** Hardlink group → inode, filled on first use (§3.12). */
+  hardlinkInodes?: Map<number, number>;
+}
+
+/** An entry as the file system serves it: catalog row plus where it lives and its inode. */
+export interface ResolvedEntry {
+  readonly path: string;
+  readonly entry: CatalogEntry;
+  readonly inode: number;
+  readonly catalog: AttachedCatalog;
+}
+
+export class NotFound extends CvmfsError {
+  constructor(path: string) {
+    super('E_NOT_FOUND', `${path || '/'}: no such entry`);
+  }
+}
+
+export class NotDirectory extends CvmfsError {
+  constructor(path: string) {
+    super('E_USAGE', `${path || '/'}: not a directory`);
+  }
+}
+
+function isBelow(path: string, mountPath: string): boolean {
+  return mountPath === '' || path === mountPath || path.startsWith(`${mountPath}/`);
+}
+
+export class CatalogTree {
+  private readonly attached = new Map<string, AttachedCatalog>();
+  private readonly attaching = new Map<string, Promise<AttachedCatalog>>();
+  private inodeGauge = INODE_OFFSET;
+  private readonly lookups: LRUCache<string, ResolvedEntry | 'missing'>;
+
+  private constructor(private readonly load: CatalogLoader) {
+    this.lookups = new LRUCache({ max: 65536 });
+  }
+
+  static async create(rootHash: ContentHash, load: CatalogLoader, rootSize = 0): Promise<CatalogTree> {
+    const tree = new CatalogTree(load);
+    tree.attach('', rootHash, await load(rootHash, '', rootSize));
+    return tree;
+  }
+
+  get root(): AttachedCatalog {
+    return this.attached.get('')!;
+  }
+
+  /** Number of attached catalogs (magic xattr user.nclg). */
+  get loadedCount(): number {
+    return this.attached.size;
+  }
+
+  catalogs(): AttachedCatalog[] {
+    return [...this.attached.values()];
+  }
+
+  private attach(mountPath: string, hash: ContentHash, db: CatalogDb, parent?: AttachedCatalog): AttachedCatalog {
+    const catalog: AttachedCatalog = { mountPath, hash, db, inodeOffset: this.inodeGauge, parent };
+    this.inodeGauge += db.maxRowid();
+    this.attached.set(mountPath, catalog);
+    return catalog;
+  }
+
+  /** The deepest attached catalog whose mountpoint contains `path`. */
+  private deepestAttached(path: string): AttachedCatalog {
+    let best = this.root;
+    for (const c of this.attached.values()) {
+      if (c.mountPath.length > best.mountPath.length && isBelow(path, c.mountPath)) best = c;
+    }
+    return best;
+  }
+
+  /** Attaches the nested catalog mounted at `ref.path` below `parent` (once, even if asked concurrently). */
+  private attachNested(parent: AttachedCatalog, ref: { path: string; hash: ContentHash; size: number }): Promise<AttachedCatalog> {
+    const existing = this.attached.get(ref.path);
+    if (existing) return Promise.resolve(existing);
+    let pending = this.attaching.get(ref.path);
+    if (!pending) {
+      pending = (async () => {
+        const db = await this.load(ref.hash, ref.path, ref.size);
+        if (db.rootPrefix() !== ref.path) {
+          throw new CvmfsError('E_FORMAT', `catalog ${ref.hash} claims mount point '${db.rootPrefix()}', expected '${ref.path}'`);
+        }
+        return this.attached.get(ref.path) ?? this.attach(ref.path, ref.hash, db, parent);
+      })().finally(() => this.attaching.delete(ref.path));
+      this.attaching.set(ref.path, pending);
+    }
+    return pending;
+  }
+
+  /**
+   * Finds the catalog that holds `path`, attaching nested catalogs on the way. With
+   * `forListing` false, a nested mountpoint itself is served from its parent's transition entry,
+   * so stat-ing a mountpoint does not load the catalog below it.
+   */
+  private async catalogFor(path: string, forListing: boolean): Promise<AttachedCatalog> {
+    let current = this.deepestAttached(path);
+    for (;;) {
+      const ref = current.db
+        .nestedCatalogs()
+        .find((r) => r.hash && isBelow(path, r.path) && r.path !== current.mountPath);
+      if (!ref || !ref.hash) return current;
+      if (ref.path === path && !forListing) return current;
+      current = await this.attachNested(current, { path: ref.path, hash: ref.hash, size: ref.size });
+    }
+  }
+
+  /** Looks up a path ("" is the root); throws NotFound. */
+  async lookup(path: string): Promise<ResolvedEntry> {
+    const cached = this.lookups.get(path);
+    if (cached === 'missing') throw new NotFound(path);
+    if (cached) return cached;
+    const catalog = await this.catalogFor(path, false);
+    const entry = catalog.db.lookup(path);
+    if (!entry) {
+      this.lookups.set(path, 'missing');
+      throw new NotFound(path);
+    }
+    const resolved: ResolvedEntry = { path, entry, inode: this.inodeOf(catalog, entry, path), catalog };
+    this.lookups.set(path, resolved);
+    return resolved;
+  }
+
+  /** Children of a directory, hidden entries skipped (§5.3), in catalog order. */
+  async list(path: string): Promise<ResolvedEntry[]> {
+    const dir = await this.lookup(path);
+    if (dir.entry.type !== 'directory') throw new NotDirectory(path);
+    const catalog = await this.catalogFor(path, true);
+    const result: ResolvedEntry[] = [];
+    for (const entry of catalog.db.list(path)) {
+      if (entry.flags.hidden) continue;
+      const childPath = `${path}/${entry.name}`;
+      let resolved = this.lookups.get(childPath);
+      if (!resolved || resolved === 'missing') {
+        resolved = { path: childPath, entry, inode: this.inodeOf(catalog, entry, childPath), catalog };
+        this.lookups.set(childPath, resolved);
+      }
+      result.push(resolved);
+    }
+    return result;
+  }
+
+  chunks(resolved: ResolvedEntry): Chunk[] {
+    return resolved.catalog.db.chunks(resolved.path, resolved.entry);
+  }
+
+  private inodeOf(catalog: AttachedCatalog, entry: CatalogEntry, path: string): number {
+    // A nested catalog's root entry keeps the inode of its parent's transition entry, so the
+    // inode does not change when the nested catalog is attached.
+    if (catalog.parent && catalog.mountPath === path) {
+      const transition = catalog.parent.db.lookup(path);
+      if (transition) return catalog.parent.inodeOffset + transition.rowid;
+    }
+    if (entry.hardlinkGroup > 0 && entry.type !== 'directory') {
+      catalog.hardlinkInodes ??= this.hardlinkGroupInodes(catalog);
+      const inode = catalog.hardlinkInodes.get(entry.hardlinkGroup);
+      if (inode !== undefined) return inode;
+    }
+    return catalog.inodeOffset + entry.rowid;
+  }
+
+  /** Group members share the inode of the group's first row, computed once per catalog. */
+  private hardlinkGroupInodes(catalog: AttachedCatalog): Map<number, number> {
+    const map = new Map<number, number>();
+    for (const { group, rowid } of catalog.db.hardlinkGroups()) map.set(group, catalog.inodeOffset + rowid);
+    return map;
+  }
+}

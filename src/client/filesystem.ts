@@ -1,0 +1,304 @@
+/**
+ * The read-only file system of one mounted revision, independent of any FUSE binding: paths in,
+ * typed results out, failures as CvmfsErrors (mapped to errno at the FUSE edge only).
+ * Metadata comes from the catalog tree; content from the object fetcher, lazily — a read fetches
+ * only the chunks it touches.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import type { CatalogTree, ResolvedEntry } from './catalog-tree';
+import type { ObjectFetcher } from './object-fetcher';
+import { magicXattr, magicXattrNames, type MountStatus } from './magic-xattrs';
+import { expandVariantSymlink } from '../format/variant-symlink';
+import type { Chunk } from '../catalog/catalog-db';
+import { CvmfsError } from '../errors';
+
+export interface FsStat {
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: number;
+  rdev: number;
+  blksize: number;
+  blocks: number;
+  atime: Date;
+  mtime: Date;
+  ctime: Date;
+}
+
+export interface FsStatfs {
+  bsize: number;
+  frsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  favail: number;
+  namemax: number;
+}
+
+export interface OwnershipPolicy {
+  /** CVMFS_CLAIM_OWNERSHIP: everything appears owned by this uid/gid. */
+  claim?: { uid: number; gid: number };
+  uidMap?: ReadonlyMap<number | '*', number>;
+  gidMap?: ReadonlyMap<number | '*', number>;
+}
+
+export interface FilesystemOptions {
+  tree: CatalogTree;
+  fetcher: ObjectFetcher;
+  status: MountStatus;
+  ownership: OwnershipPolicy;
+  /** Environment for variant symlinks: the process environment plus every parameter (§5.5). */
+  env: Readonly<Record<string, string | undefined>>;
+  magicXattrsVisibility: 'always' | 'rootonly' | 'never';
+  /** Cache capacity and use in bytes, for statfs (§5.4). */
+  cacheUsage: () => { capacity: number; used: number };
+}
+
+/** Misuse of an entry: the FUSE edge turns each kind into its errno (EROFS, ENOTDIR, …). */
+export type MisuseKind = 'read-only' | 'not-a-directory' | 'not-a-symlink' | 'not-a-file' | 'exists' | 'bad-handle';
+
+export class MisuseError extends CvmfsError {
+  constructor(
+    readonly kind: MisuseKind,
+    path: string,
+  ) {
+    super('E_USAGE', `${path || '/'}: ${kind.replaceAll('-', ' ')}`);
+  }
+}
+
+interface OpenFile {
+  readonly resolved: ResolvedEntry;
+  /** Non-chunked: the cached object, opened on first read. */
+  whole?: Promise<FileHandle>;
+  /** Chunked: chunk list sorted by offset, and handles of the chunks read so far. */
+  chunks?: Chunk[];
+  chunkHandles: Map<number, Promise<FileHandle>>;
+}
+
+const S_IFMT = 0o170000;
+const MAX_CHUNK_HANDLES = 8;
+const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
+
+/** FUSE path ("/", "/a/b") to catalog path ("", "/a/b"). */
+export function catalogPath(fusePath: string): string {
+  return fusePath === '/' ? '' : fusePath.replace(/\/+$/, '');
+}
+
+export class Filesystem {
+  private readonly files = new Map<number, OpenFile>();
+  private nextHandle = 1;
+  counters = { open: 0, opendir: 0, ioErrors: 0 };
+
+  constructor(private readonly o: FilesystemOptions) {}
+
+  async getattr(path: string): Promise<FsStat> {
+    return this.stat(await this.o.tree.lookup(catalogPath(path)));
+  }
+
+  stat(r: ResolvedEntry): FsStat {
+    const e = r.entry;
+    const isDevice = e.type === 'char' || e.type === 'block';
+    const size = e.type === 'symlink' ? Buffer.byteLength(this.symlinkTarget(r)) : isDevice ? 0 : e.size;
+    const time = new Date(e.mtime * 1000 + Math.floor((e.mtimens ?? 0) / 1e6));
+    return {
+      ino: r.inode,
+      mode: e.mode,
+      nlink: e.linkCount,
+      uid: this.owner(e.uid, this.o.ownership.uidMap, this.o.ownership.claim?.uid),
+      gid: this.owner(e.gid, this.o.ownership.gidMap, this.o.ownership.claim?.gid),
+      size,
+      rdev: isDevice ? e.size : 0,
+      blksize: 4096,
+      blocks: 1 + Math.floor(size / 512),
+      atime: time,
+      mtime: time,
+      ctime: time,
+    };
+  }
+
+  private owner(id: number, map: ReadonlyMap<number | '*', number> | undefined, claimed: number | undefined): number {
+    if (claimed !== undefined) return claimed;
+    return map?.get(id) ?? map?.get('*') ?? id;
+  }
+
+  async readdir(path: string): Promise<{ names: string[]; stats: FsStat[] }> {
+    this.counters.opendir++;
+    const children = await this.o.tree.list(catalogPath(path));
+    return { names: children.map((c) => c.entry.name), stats: children.map((c) => this.stat(c)) };
+  }
+
+  private symlinkTarget(r: ResolvedEntry): string {
+    return expandVariantSymlink(r.entry.symlink, this.o.env);
+  }
+
+  async readlink(path: string): Promise<string> {
+    const r = await this.o.tree.lookup(catalogPath(path));
+    if (r.entry.type !== 'symlink') throw new MisuseError('not-a-symlink', path);
+    return this.symlinkTarget(r);
+  }
+
+  /** Opens a regular file for reading; returns a handle number. Nothing is fetched yet. */
+  async open(path: string, flags: number): Promise<number> {
+    const r = await this.o.tree.lookup(catalogPath(path));
+    if ((flags & ACCESS_MODE) !== constants.O_RDONLY || flags & constants.O_TRUNC) throw new MisuseError('read-only', path);
+    if (flags & constants.O_EXCL) throw new MisuseError('exists', path);
+    if ((r.entry.mode & S_IFMT) !== 0o100000) throw new MisuseError('not-a-file', path);
+    this.counters.open++;
+    const file: OpenFile = { resolved: r, chunkHandles: new Map() };
+    if (r.entry.flags.chunked) file.chunks = this.o.tree.chunks(r);
+    const handle = this.nextHandle++;
+    this.files.set(handle, file);
+    return handle;
+  }
+
+  async read(handle: number, buffer: Buffer, length: number, position: number): Promise<number> {
+    const file = this.files.get(handle);
+    if (!file) throw new MisuseError('bad-handle', String(handle));
+    const size = file.resolved.entry.size;
+    const end = Math.min(position + length, size);
+    if (position >= end) return 0;
+    try {
+      if (!file.chunks) {
+        const fh = await this.wholeHandle(file);
+        return await readFully(fh, buffer, 0, end - position, position);
+      }
+      let done = 0;
+      for (let index = findChunk(file.chunks, position); index < file.chunks.length && position + done < end; index++) {
+        const chunk = file.chunks[index]!;
+        const from = position + done - chunk.offset;
+        const want = Math.min(chunk.size - from, end - position - done);
+        const fh = await this.chunkHandle(file, index);
+        const n = await readFully(fh, buffer, done, want, from);
+        done += n;
+        if (n < want) break;
+      }
+      return done;
+    } catch (e) {
+      this.counters.ioErrors++;
+      throw e;
+    }
+  }
+
+  private wholeHandle(file: OpenFile): Promise<FileHandle> {
+    if (!file.whole) {
+      const e = file.resolved.entry;
+      file.whole = (async () => {
+        const path = await this.o.fetcher.fetch({
+          hash: e.hash!,
+          suffix: '',
+          compressed: e.flags.compression === 0,
+          size: e.size,
+          description: file.resolved.path,
+          external: e.flags.external ? { path: file.resolved.path } : undefined,
+        });
+        return open(path, 'r');
+      })();
+      file.whole.catch(() => (file.whole = undefined)); // a failed fetch may succeed on the next read
+    }
+    return file.whole;
+  }
+
+  private chunkHandle(file: OpenFile, index: number): Promise<FileHandle> {
+    let pending = file.chunkHandles.get(index);
+    if (!pending) {
+      const chunk = file.chunks![index]!;
+      const e = file.resolved.entry;
+      pending = (async () => {
+        const path = await this.o.fetcher.fetch({
+          hash: chunk.hash,
+          suffix: 'P',
+          compressed: e.flags.compression === 0,
+          size: chunk.size,
+          description: `${file.resolved.path} chunk ${index} at ${chunk.offset}`,
+          external: e.flags.external ? { path: file.resolved.path, range: { offset: chunk.offset, size: chunk.size } } : undefined,
+        });
+        return open(path, 'r');
+      })();
+      pending.catch(() => file.chunkHandles.delete(index));
+      file.chunkHandles.set(index, pending);
+      // Sequential readers move forward: keep only the most recent few chunk files open.
+      if (file.chunkHandles.size > MAX_CHUNK_HANDLES) {
+        const [oldest, old] = file.chunkHandles.entries().next().value as [number, Promise<FileHandle>];
+        file.chunkHandles.delete(oldest);
+        void old.then((fh) => fh.close()).catch(() => undefined);
+      }
+    }
+    return pending;
+  }
+
+  async release(handle: number): Promise<void> {
+    const file = this.files.get(handle);
+    this.files.delete(handle);
+    if (!file) return;
+    const handles = [file.whole, ...file.chunkHandles.values()].filter((h): h is Promise<FileHandle> => h !== undefined);
+    await Promise.all(handles.map((h) => h.then((fh) => fh.close()).catch(() => undefined)));
+  }
+
+  /** Catalog xattrs first, then magic ones; undefined = no such attribute (ENODATA). */
+  async getxattr(path: string, name: string): Promise<Buffer | undefined> {
+    const r = await this.o.tree.lookup(catalogPath(path));
+    const stored = r.entry.xattrs.get(name);
+    if (stored) return stored;
+    const magic = await magicXattr(name, r, this.o.status);
+    return magic === undefined ? undefined : Buffer.from(magic);
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    const r = await this.o.tree.lookup(catalogPath(path));
+    const names = [...r.entry.xattrs.keys()];
+    const visibility = this.o.magicXattrsVisibility;
+    if (visibility === 'always' || (visibility === 'rootonly' && r.path === '')) {
+      for (const m of magicXattrNames(r)) if (!names.includes(m)) names.push(m);
+    }
+    return names;
+  }
+
+  statfs(): FsStatfs {
+    const { capacity, used } = this.o.cacheUsage();
+    const { self, subtree } = this.o.tree.root.db.counters();
+    const files = self.regular + self.symlink + self.special + self.dir + subtree.regular + subtree.symlink + subtree.special + subtree.dir;
+    let loaded = 0;
+    for (const c of this.o.tree.catalogs()) {
+      const s = c.db.counters().self;
+      loaded += s.regular + s.symlink + s.special + s.dir;
+    }
+    return {
+      bsize: 512,
+      frsize: 512,
+      blocks: Math.floor(capacity / 512),
+      bfree: Math.floor(Math.max(capacity - used, 0) / 512),
+      bavail: Math.floor(Math.max(capacity - used, 0) / 512),
+      files,
+      ffree: Math.max(files - loaded, 0),
+      favail: Math.max(files - loaded, 0),
+      namemax: 255,
+    };
+  }
+}
+
+/** Index of the chunk containing `offset` (binary search over sorted offsets). */
+function findChunk(chunks: Chunk[], offset: number): number {
+  let lo = 0;
+  let hi = chunks.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (chunks[mid]!.offset <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+async function readFully(fh: FileHandle, buffer: Buffer, at: number, length: number, position: number): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buffer, at + done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}

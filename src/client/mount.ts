@@ -1,0 +1,150 @@
+/**
+ * The composition root of one mount: configuration → keys → cache → downloader → fetcher →
+ * verified root catalog → catalog tree → file system → FUSE. Built in that order, torn down in
+ * reverse.
+ */
+import { loadConfig, type LoadedConfig } from '../config/bash-config';
+import { parseSettings } from '../config/parameters';
+import type { ClientSettings } from '../config/settings';
+import { loadPublicKeys } from '../publish/keys';
+import { DiskCache } from '../cache/disk-cache';
+import { Downloader } from '../net/downloader';
+import { Fetcher } from '../fetch/fetcher';
+import { CatalogDb } from '../catalog/catalog-db';
+import { CatalogTree } from './catalog-tree';
+import { Filesystem } from './filesystem';
+import { bootstrap, type BootstrapResult } from './bootstrap';
+import type { MountStatus } from './magic-xattrs';
+import type { ContentHash } from '../format/hash';
+import { FuseAdapter } from '../fuse/adapter';
+import type { Logger } from './log';
+import { VERSION } from '../version';
+
+export interface MountOptions {
+  fqrn: string;
+  mountpoint: string;
+  configRoot?: string;
+  overrides?: Record<string, string>;
+  log: Logger;
+}
+
+export class Mount {
+  private constructor(
+    readonly settings: ClientSettings,
+    readonly config: LoadedConfig,
+    readonly boot: BootstrapResult,
+    readonly tree: CatalogTree,
+    readonly filesystem: Filesystem,
+    private readonly fuse: FuseAdapter,
+    private readonly downloader: Downloader,
+  ) {}
+
+  static async create(o: MountOptions): Promise<Mount> {
+    const config = await loadConfig(o.fqrn, { root: o.configRoot, overrides: o.overrides });
+    const settings = parseSettings(config);
+    const masterKeys = await loadPublicKeys(settings.publicKeyFiles);
+    const cache = new DiskCache(settings.cacheDir);
+    await cache.init();
+    const downloader = new Downloader({ ...settings, userAgent: `cvmfs-ts/${VERSION}` });
+    const fetcher = new Fetcher(cache, downloader, { externalUrls: settings.externalUrls });
+    const startedAt = new Date();
+    try {
+      const boot = await bootstrap(
+        { fqrn: o.fqrn, masterKeys, fixedRootHash: settings.rootHash },
+        {
+          getRaw: (path) => fetcher.getRaw(path, { noCache: true }),
+          fetchObject: (hash, suffix, description) => fetcher.fetch({ hash, suffix, compressed: true, description }),
+          readBreadcrumb: () => cache.readBreadcrumb(o.fqrn),
+          isCached: (hash) => cache.has(hash),
+        },
+      );
+      if (boot.offline) o.log.warn(`servers unreachable: mounting revision cached in ${settings.cacheDir} (offline mode)`);
+      const loadCatalog = async (hash: ContentHash, mountPath: string, size: number) => {
+        const path = await fetcher.fetch({
+          hash,
+          suffix: 'C',
+          compressed: true,
+          size: size > 0 ? size : undefined,
+          description: `catalog ${mountPath || '/'}`,
+        });
+        return new CatalogDb(path);
+      };
+      const tree = await CatalogTree.create(boot.rootHash, loadCatalog, boot.manifest?.rootCatalogSize ?? 0);
+      const revision = tree.root.db.revision();
+      const rootProps = tree.root.db.properties();
+      const ttlS = Math.min(
+        Number(rootProps.get('TTL') ?? boot.manifest?.ttl ?? 240),
+        settings.maxTtlMinutes > 0 ? settings.maxTtlMinutes * 60 : Infinity,
+      );
+      if (!boot.offline && !boot.fixed && boot.manifest) {
+        await cache.writeBreadcrumb(o.fqrn, {
+          rootHash: boot.rootHash,
+          timestamp: boot.manifest.publishTimestamp ?? 0,
+          revision: boot.manifest.revision,
+        });
+      }
+      const counters = fetcher.counters;
+      let filesystem: Filesystem | undefined;
+      const status: MountStatus = {
+        fqrn: o.fqrn,
+        version: VERSION,
+        pid: process.pid,
+        startedAt,
+        revision: () => revision,
+        rootHash: () => boot.rootHash,
+        expiresAt: () => (boot.fixed ? undefined : new Date(startedAt.getTime() + ttlS * 1000)),
+        host: () => downloader.currentHost(),
+        hostList: () => downloader.hostList(),
+        proxy: () => downloader.currentProxy(),
+        loadedCatalogs: () => tree.loadedCount,
+        downloads: () => downloader.counters.downloads,
+        bytesDownloaded: () => downloader.counters.bytes,
+        downloadSeconds: () => downloader.counters.seconds ?? 0,
+        cacheHits: () => counters.hits,
+        cacheMisses: () => counters.misses,
+        openCalls: () => filesystem?.counters.open ?? 0,
+        dirOpenCalls: () => filesystem?.counters.opendir ?? 0,
+        ioErrors: () => filesystem?.counters.ioErrors ?? 0,
+        timeouts: () => ({ proxy: settings.timeoutS, direct: settings.timeoutDirectS }),
+        externalHost: () => settings.externalUrls[0] ?? '',
+        cachedPath: async (hash) => ((await cache.has(hash)) ? cache.pathOf(hash) : undefined),
+        chunks: (r) => tree.chunks(r),
+      };
+      filesystem = new Filesystem({
+        tree,
+        fetcher,
+        status,
+        ownership: {
+          claim: settings.claimOwnership ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
+          uidMap: settings.uidMap,
+          gidMap: settings.gidMap,
+        },
+        env: { ...process.env, ...Object.fromEntries(settings.parameters) },
+        magicXattrsVisibility: settings.magicXattrsVisibility,
+        cacheUsage: () => ({ capacity: Math.max(settings.quotaLimitMb, 0) * 1024 * 1024, used: 0 }),
+      });
+      const fuse = new FuseAdapter(filesystem, {
+        mountpoint: o.mountpoint,
+        kcacheTimeoutS: settings.kcacheTimeoutS,
+        checkPermissions: settings.checkPermissions,
+        onIoError: (op, path, e) => o.log.error(`${op} ${path}: ${(e as Error).message}`),
+      });
+      await fuse.mount();
+      o.log.info(
+        `mounted revision ${revision} (root catalog ${boot.rootHash}) on ${o.mountpoint}` +
+          `${boot.offline ? ' offline' : ''}${boot.fixed ? ' (fixed root hash)' : ''}`,
+      );
+      return new Mount(settings, config, boot, tree, filesystem, fuse, downloader);
+    } catch (e) {
+      await downloader.close();
+      throw e;
+    }
+  }
+
+  async unmount(): Promise<void> {
+    await this.fuse.unmount();
+    for (const c of this.tree.catalogs()) c.db.close();
+    await this.downloader.close();
+  }
+}
+

@@ -1,0 +1,19 @@
+/** What the file system needs from the fetch layer: a verified, decompressed cache file for an object. */
+import type { ContentHash, ObjectSuffix } from '../format/hash';
+
+export interface FetchRequest {
+  hash: ContentHash;
+  suffix: ObjectSuffix;
+  compressed: boolean;
+  /** Decompressed size, when the catalog knows it. */
+  size?: number;
+  /** Repository path or catalog name, for messages. */
+  description: string;
+  /** External files (§7.1) are fetched by repository path from CVMFS_EXTERNAL_URL. */
+  external?: { path: string; range?: { offset: number; size: number } };
+}
+
+export interface ObjectFetcher {
+  /** Path of the verified, decompressed object in the cache (downloading it first on a miss). */
+  fetch(req: FetchRequest): Promise<string>;
+}

@@ -1,0 +1,187 @@
+/**
+ * The FUSE edge: fuse-native callbacks → Filesystem calls. The only module that knows
+ * fuse-native, and the only place where typed errors become errno values.
+ *
+ * Notes on the binding (measured): each call into Node costs ~50 µs, so the kernel is asked to
+ * cache entries, attributes and pages (kernel_cache, long timeouts); options without a
+ * fuse-native name (ro, use_ino, nodev, nosuid, negative_timeout) ride along in `fsname`;
+ * readdir passes stats so entries carry their type (overlayfs needs it to hide whiteouts).
+ */
+import Fuse from 'fuse-native';
+import type { Filesystem, FsStat } from '../client/filesystem';
+import { MisuseError } from '../client/filesystem';
+import { NotDirectory } from '../client/catalog-tree';
+import { CvmfsError } from '../errors';
+
+export interface FuseMountOptions {
+  mountpoint: string;
+  kcacheTimeoutS: number;
+  checkPermissions: boolean;
+  /** Called with every error answered as EIO, for the log. */
+  onIoError: (op: string, path: string, error: unknown) => void;
+}
+
+const E = {
+  ENOENT: -2,
+  EIO: -5,
+  EBADF: -9,
+  EEXIST: -17,
+  ENOTDIR: -20,
+  EISDIR: -21,
+  EINVAL: -22,
+  EROFS: -30,
+  ERANGE: -34,
+  ENODATA: -61,
+} as const;
+
+const MISUSE_ERRNO: Record<MisuseError['kind'], number> = {
+  'read-only': E.EROFS,
+  'not-a-directory': E.ENOTDIR,
+  'not-a-symlink': E.EINVAL,
+  'not-a-file': E.EISDIR,
+  exists: E.EEXIST,
+  'bad-handle': E.EBADF,
+};
+
+/** Maps a failure to a negative errno; anything unexpected is EIO. */
+export function errnoOf(e: unknown): number {
+  if (e instanceof MisuseError) return MISUSE_ERRNO[e.kind];
+  if (e instanceof NotDirectory) return E.ENOTDIR;
+  if (CvmfsError.is(e, 'E_NOT_FOUND')) return E.ENOENT;
+  return E.EIO;
+}
+
+type Callback = (code: number, ...results: unknown[]) => void;
+
+type Signal = (code: number, buffer: ArrayBufferLike) => void;
+interface XattrOps {
+  getxattr(path: string, name: string, position: number, cb: (err: number, value?: Buffer) => void): void;
+  listxattr(path: string, cb: (err: number, list?: string[]) => void): void;
+}
+
+/**
+ * fuse-native copies xattr values and lists into the kernel's buffer without checking its size:
+ * a list longer than the buffer throws inside the binding and kills the daemon (Python's
+ * os.listxattr starts with 256 bytes), a long value is silently cut. Answer like the kernel
+ * expects instead: size queries get the size, a buffer too small gets ERANGE.
+ */
+function fixXattrBufferHandling(): void {
+  const proto = Fuse.prototype as unknown as {
+    ops: XattrOps;
+    _op_getxattr(this: { ops: XattrOps }, signal: Signal, path: string, name: string, buf: Buffer, position: number): void;
+    _op_listxattr(this: { ops: XattrOps }, signal: Signal, path: string, buf: Buffer): void;
+  };
+  const reply = (signal: Signal, buf: Buffer, data: Buffer) => {
+    if (buf.length === 0) return signal(data.length, buf.buffer);
+    if (data.length > buf.length) return signal(E.ERANGE, buf.buffer);
+    data.copy(buf);
+    return signal(data.length, buf.buffer);
+  };
+  proto._op_getxattr = function (signal, path, name, buf, position) {
+    this.ops.getxattr(path, name, position, (err, value) => {
+      if (err) return signal(err, buf.buffer);
+      if (!value) return signal(E.ENODATA, buf.buffer);
+      return reply(signal, buf, value);
+    });
+  };
+  proto._op_listxattr = function (signal, path, buf) {
+    this.ops.listxattr(path, (err, list) => {
+      if (err || !list) return signal(err || E.EIO, buf.buffer);
+      return reply(signal, buf, Buffer.concat(list.map((n) => Buffer.from(`${n}\0`))));
+    });
+  };
+}
+fixXattrBufferHandling();
+
+/** The fuse-native stat object (times as Date; fuse-native carries milliseconds). */
+function fuseStat(s: FsStat) {
+  return s;
+}
+
+export class FuseAdapter {
+  private fuse: Fuse | undefined;
+
+  constructor(
+    private readonly fs: Filesystem,
+    private readonly o: FuseMountOptions,
+  ) {}
+
+  /** Runs an async operation and answers the kernel once, mapping failures to errno. */
+  private answer<T>(op: string, path: string, cb: Callback, run: () => Promise<T> | T, reply: (value: T) => void): void {
+    let result: Promise<T>;
+    try {
+      result = Promise.resolve(run());
+    } catch (e) {
+      result = Promise.reject(e);
+    }
+    result.then(reply, (e: unknown) => {
+      const errno = errnoOf(e);
+      if (errno === E.EIO) this.o.onIoError(op, path, e);
+      cb(errno);
+    });
+  }
+
+  private ops() {
+    const fs = this.fs;
+    const readOnly = (...args: unknown[]) => (args[args.length - 1] as Callback)(E.EROFS);
+    return {
+      init: (cb: Callback) => cb(0),
+      getattr: (path: string, cb: Callback) => this.answer('getattr', path, cb, () => fs.getattr(path), (s) => cb(0, fuseStat(s))),
+      fgetattr: (path: string, _fd: number, cb: Callback) =>
+        this.answer('getattr', path, cb, () => fs.getattr(path), (s) => cb(0, fuseStat(s))),
+      access: (path: string, _mode: number, cb: Callback) => this.answer('access', path, cb, () => fs.getattr(path), () => cb(0)),
+      readdir: (path: string, cb: Callback) =>
+        this.answer('readdir', path, cb, () => fs.readdir(path), (d) => cb(0, d.names, d.stats.map(fuseStat))),
+      readlink: (path: string, cb: Callback) => this.answer('readlink', path, cb, () => fs.readlink(path), (t) => cb(0, t)),
+      open: (path: string, flags: number, cb: Callback) => this.answer('open', path, cb, () => fs.open(path, flags), (h) => cb(0, h)),
+      read: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (n: number) => void) =>
+        this.answer('read', path, cb, () => fs.read(fd, buffer, length, position), (n) => cb(n)),
+      release: (path: string, fd: number, cb: Callback) => this.answer('release', path, cb, () => fs.release(fd), () => cb(0)),
+      getxattr: (path: string, name: string, _position: number, cb: Callback) =>
+        this.answer('getxattr', path, cb, () => fs.getxattr(path, name), (v) => (v ? cb(0, v) : cb(E.ENODATA))),
+      listxattr: (path: string, cb: Callback) => this.answer('listxattr', path, cb, () => fs.listxattr(path), (l) => cb(0, l)),
+      statfs: (path: string, cb: Callback) => this.answer('statfs', path, cb, () => fs.statfs(), (s) => cb(0, s)),
+      write: readOnly,
+      create: readOnly,
+      unlink: readOnly,
+      rename: readOnly,
+      mkdir: readOnly,
+      rmdir: readOnly,
+      symlink: readOnly,
+      link: readOnly,
+      chmod: readOnly,
+      chown: readOnly,
+      truncate: readOnly,
+      ftruncate: readOnly,
+      utimens: readOnly,
+      setxattr: readOnly,
+      removexattr: readOnly,
+      mknod: readOnly,
+    };
+  }
+
+  mount(): Promise<void> {
+    const kcache = this.o.kcacheTimeoutS;
+    const hidden = ['ro', 'use_ino', 'nodev', 'nosuid', `negative_timeout=${kcache}`];
+    this.fuse = new Fuse(this.o.mountpoint, this.ops() as unknown as Fuse.Operations, {
+      force: true, // take over a stale mount of the same mountpoint
+      mkdir: false,
+      allowOther: true,
+      defaultPermissions: this.o.checkPermissions,
+      kernelCache: true,
+      entryTimeout: kcache,
+      attrTimeout: kcache,
+      maxRead: 1 << 17,
+      fsname: ['cvmfs2', ...hidden].join(','),
+      subtype: 'cvmfs-ts',
+      timeout: false, // our downloads have their own timeouts; no timer per operation
+    });
+    return new Promise((resolve, reject) => this.fuse!.mount((err: Error | null) => (err ? reject(err) : resolve())));
+  }
+
+  unmount(): Promise<void> {
+    const fuse = this.fuse;
+    if (!fuse) return Promise.resolve();
+    return new Promise((resolve) => fuse.unmount(() => resolve()));
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Mounting repositories in tests the way users do: `cvmfs-ts mount` in its own process, with a
+ * private configuration root and cache; always unmounted (and the daemon stopped) at teardown.
+ */
+import { mkdir, writeFile, readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { getAttribute } from '@napi-rs/xattr';
+import type { Test } from 'tap';
+import { runCli, type CliResult } from './cli';
+
+export interface TestMount {
+  mountpoint: string;
+  configRoot: string;
+  cacheBase: string;
+  logFile: string;
+  pid: number;
+  /** Magic or catalog xattr of a path inside the mount, as text. */
+  xattr(path: string, name: string): Promise<string>;
+  log(): Promise<string>;
+  unmount(): Promise<void>;
+}
+
+export interface MountSpec {
+  fqrn: string;
+  serverUrl: string;
+  publicKey: string;
+  /** Extra lines for config.d/<fqrn>.conf. */
+  config?: string[];
+  /** -o overrides. */
+  options?: string;
+  /** Reuse a cache base (e.g. to test warm caches, breadcrumbs, offline mode). */
+  cacheBase?: string;
+}
+
+export async function writeConfigRoot(dir: string, s: MountSpec, cacheBase: string): Promise<string> {
+  const root = join(dir, 'etc-cvmfs');
+  await mkdir(join(root, 'config.d'), { recursive: true });
+  await writeFile(
+    join(root, 'default.local'),
+    ['CVMFS_HTTP_PROXY=DIRECT', `CVMFS_CACHE_BASE=${cacheBase}`, 'CVMFS_TIMEOUT=3', 'CVMFS_TIMEOUT_DIRECT=3', 'CVMFS_BACKOFF_INIT=0', 'CVMFS_BACKOFF_MAX=0', ''].join('\n'),
+  );
+  await writeFile(
+    join(root, 'config.d', `${s.fqrn}.conf`),
+    [`CVMFS_SERVER_URL=${s.serverUrl}`, `CVMFS_PUBLIC_KEY=${s.publicKey}`, ...(s.config ?? []), ''].join('\n'),
+  );
+  return root;
+}
+
+function unmountQuietly(mountpoint: string): void {
+  try {
+    execFileSync('fusermount', ['-uz', mountpoint], { stdio: 'ignore' });
+  } catch {
+    // not mounted
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Mounts or fails the test with the CLI's message. */
+export async function mountRepository(t: Test, dir: string, s: MountSpec): Promise<TestMount> {
+  const r = await tryMount(t, dir, s);
+  if ('error' in r) throw new Error(`mount failed (${r.error.code}): ${r.error.stderr}\n${await readFile(join(dir, 'mount.log'), 'utf8').catch(() => '')}`);
+  return r.mount;
+}
+
+export async function tryMount(t: Test, dir: string, s: MountSpec): Promise<{ mount: TestMount } | { error: CliResult }> {
+  const cacheBase = s.cacheBase ?? join(dir, 'cache');
+  const configRoot = await writeConfigRoot(dir, s, cacheBase);
+  const mountpoint = join(dir, 'mnt');
+  await mkdir(mountpoint, { recursive: true });
+  const logFile = join(dir, 'mount.log');
+  let pid = 0;
+  const unmount = async () => {
+    unmountQuietly(mountpoint);
+    for (let i = 0; i < 50 && pid && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+    if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
+  };
+  t.teardown(unmount);
+  const args = ['mount', s.fqrn, mountpoint, '--config-root', configRoot, '--log', logFile];
+  if (s.options) args.push('-o', s.options);
+  const r = await runCli(args, { timeoutMs: 60_000 });
+  if (r.code !== 0) return { error: r };
+  const xattr = async (path: string, name: string) => {
+    const v = await getAttribute(join(mountpoint, path), name);
+    return v ? v.toString() : '';
+  };
+  pid = Number(await xattr('', 'user.pid'));
+  return {
+    mount: {
+      mountpoint,
+      configRoot,
+      cacheBase,
+      logFile,
+      pid,
+      xattr,
+      log: () => readFile(logFile, 'utf8'),
+      unmount,
+    },
+  };
+}
