@@ -3,20 +3,15 @@
  * sentence on stderr and a non-zero exit status.
  */
 import { Command, InvalidArgumentError, CommanderError, Option } from '@commander-js/extra-typings';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { createKeys, keyFiles, loadPublicKeys } from '../publish/keys';
-import { publish, type PublishResult } from '../publish/publisher';
-import { parseAlgorithmName } from '../format/hash';
 import type { ChunkSizes } from '../format/chunker';
 import { startStaticServer } from '../serve/static-server';
 import { inspect, formatReport } from '../inspect/inspect';
-import { writeDemoTree } from '../demo/demo-tree';
-import { createProgress } from './progress';
+import { runDemo } from '../demo/run-demo';
+import { runPublish } from './publish-command';
 import { serveMount, mountInBackground } from './mount-command';
 import { CvmfsError, describeError } from '../errors';
-
 import { VERSION } from '../version';
 
 function parseInteger(value: string): number {
@@ -33,81 +28,8 @@ function parseChunkSizes(value: string): ChunkSizes {
   return { min, avg, max };
 }
 
-function summary(r: PublishResult, fqrn: string, seconds: number): string {
-  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
-  return (
-    `published ${fqrn} revision ${r.revision}: ${r.entries} entries, ${mib(r.fileBytes)} MiB of files, ` +
-    `${r.objects.objectsWritten} new objects (${mib(r.objects.bytesWritten)} MiB stored), ` +
-    `${r.objects.objectsReused} reused, ${r.catalogsWritten} catalogs written, ${r.catalogsReused} reused, ` +
-    `root ${r.rootHash} in ${seconds.toFixed(1)} s`
-  );
-}
-
-async function runPublish(
-  fqrn: string,
-  source: string,
-  repoDir: string,
-  o: { keys: string; ttl?: number; hash: string; chunkSizes?: ChunkSizes; chunking: boolean },
-): Promise<PublishResult> {
-  const started = Date.now();
-  const progress = createProgress();
-  let result: PublishResult;
-  try {
-    result = await publish({
-      fqrn,
-      source,
-      repoDir,
-      keysDir: o.keys,
-      ttl: o.ttl,
-      algorithm: parseAlgorithmName(o.hash),
-      chunking: o.chunking ? o.chunkSizes : false,
-      progress,
-    });
-  } finally {
-    progress.stop();
-  }
-  process.stdout.write(summary(result, fqrn, (Date.now() - started) / 1000) + '\n');
-  return result;
-}
-
-async function runDemo(o: { dir?: string; keep: boolean }): Promise<void> {
-  const fqrn = 'demo.cvmfs-ts.io';
-  const base = o.dir ? resolve(o.dir) : await mkdtemp(join(tmpdir(), 'cvmfs-ts-demo-'));
-  const source = join(base, 'source');
-  const repoDir = join(base, 'repo');
-  const keysDir = join(base, 'keys');
-  try {
-    await rm(base, { recursive: true, force: true });
-    process.stdout.write(`demo: building a source tree in ${source}\n`);
-    await writeDemoTree(source);
-    await createKeys(fqrn, keysDir);
-    process.stdout.write(`demo: keys for ${fqrn} in ${keysDir}\n`);
-    await runPublish(fqrn, source, repoDir, {
-      keys: keysDir,
-      hash: 'sha1',
-      chunking: true,
-      chunkSizes: { min: 256 * 1024, avg: 512 * 1024, max: 1024 * 1024 },
-    });
-    const server = await startStaticServer({ root: repoDir, urlPrefix: `/cvmfs/${fqrn}` });
-    process.stdout.write(`demo: serving ${repoDir} at ${server.url}\n\n`);
-    try {
-      const report = await inspect({
-        location: server.url,
-        fqrn,
-        masterKeys: await loadPublicKeys([keyFiles(fqrn, keysDir).masterPublicKey]),
-        path: '/',
-        checkObjects: true,
-      });
-      process.stdout.write(formatReport(report));
-    } finally {
-      await server.close();
-    }
-    process.stdout.write('\ndemo: done\n');
-  } finally {
-    if (!o.keep) await rm(base, { recursive: true, force: true });
-    else process.stdout.write(`demo: kept ${base}\n`);
-  }
-}
+/** This program, to start its own serve/mount daemons. */
+const BIN = resolve(__dirname, '../../bin/cvmfs-ts');
 
 export function buildProgram(): Command {
   const program = new Command('cvmfs-ts')
@@ -138,6 +60,7 @@ export function buildProgram(): Command {
     .option('--hash <algorithm>', 'sha1, rmd160 or shake128', 'sha1')
     .option('--chunk-sizes <min,avg,max>', 'content-defined chunk sizes in bytes (default 4/8/16 MiB)', parseChunkSizes)
     .option('--no-chunking', 'store every file as one object')
+    .option('-X, --external', 'publish files as external data (served from CVMFS_EXTERNAL_URL, no data objects)')
     .action(async (fqrn, src, repo, o) => {
       await runPublish(fqrn, src, repo, o);
     });
@@ -198,15 +121,16 @@ export function buildProgram(): Command {
     .addOption(new Option('--ready-fd <fd>', 'internal: report readiness on this fd').argParser(parseInteger).hideHelp())
     .action(async (fqrn, mountpoint, o) => {
       if (o.foreground) await serveMount(fqrn, mountpoint, o);
-      else await mountInBackground(fqrn, mountpoint, o, resolve(__dirname, '../../bin/cvmfs-ts'));
+      else await mountInBackground(fqrn, mountpoint, o, BIN);
     });
 
   program
     .command('demo')
-    .description('build, publish, serve and inspect the built-in demo repository')
+    .description('build, publish, serve, inspect and mount the built-in demo repository')
     .option('--dir <dir>', 'work directory (default: a temporary one)')
-    .option('--keep', 'keep the work directory', false)
-    .action(async (o) => runDemo(o));
+    .option('--mountpoint <dir>', 'where to mount the demo repository (default /cvmfs/demo.cvmfs-ts.io)')
+    .option('--keep', 'keep the work directory, the server and the mount', false)
+    .action(async (o) => runDemo({ ...o, bin: BIN }));
 
   return program;
 }
