@@ -37,6 +37,7 @@ export class Mount {
     readonly filesystem: Filesystem,
     private readonly fuse: FuseAdapter,
     private readonly downloader: Downloader,
+    private readonly externalDownloader: Downloader | undefined,
   ) {}
 
   static async create(o: MountOptions): Promise<Mount> {
@@ -46,7 +47,20 @@ export class Mount {
     const cache = new DiskCache(settings.cacheDir);
     await cache.init();
     const downloader = new Downloader({ ...settings, userAgent: `cvmfs-ts/${VERSION}` });
-    const fetcher = new Fetcher(cache, downloader, { externalUrls: settings.externalUrls });
+    // External files come from their own hosts, through their own proxies (DIRECT by default), with
+    // their own timeouts: a second download manager, as the real client's (§5.12, §7.1).
+    const externalDownloader =
+      settings.externalUrls.length > 0
+        ? new Downloader({
+            ...settings,
+            serverUrls: settings.externalUrls,
+            proxyGroups: settings.externalProxyGroups,
+            timeoutS: settings.externalTimeoutS,
+            timeoutDirectS: settings.externalTimeoutDirectS,
+            userAgent: `cvmfs-ts/${VERSION}`,
+          })
+        : undefined;
+    const fetcher = new Fetcher(cache, downloader, { externalUrls: settings.externalUrls, externalDownloader });
     const startedAt = new Date();
     try {
       const boot = await bootstrap(
@@ -134,9 +148,10 @@ export class Mount {
         `mounted revision ${revision} (root catalog ${boot.rootHash}) on ${o.mountpoint}` +
           `${boot.offline ? ' offline' : ''}${boot.fixed ? ' (fixed root hash)' : ''}`,
       );
-      return new Mount(settings, config, boot, tree, filesystem, fuse, downloader);
+      return new Mount(settings, config, boot, tree, filesystem, fuse, downloader, externalDownloader);
     } catch (e) {
       await downloader.close();
+      await externalDownloader?.close();
       throw e;
     }
   }
@@ -145,6 +160,7 @@ export class Mount {
     await this.fuse.unmount();
     for (const c of this.tree.catalogs()) c.db.close();
     await this.downloader.close();
+    await this.externalDownloader?.close();
   }
 }
 

@@ -42,6 +42,10 @@ export const KNOWN_PARAMETERS: readonly string[] = [
   'CVMFS_CACHE_DIR',
   'CVMFS_CHECK_PERMISSIONS',
   'CVMFS_CLAIM_OWNERSHIP',
+  'CVMFS_EXTERNAL_FALLBACK_PROXY',
+  'CVMFS_EXTERNAL_HTTP_PROXY',
+  'CVMFS_EXTERNAL_TIMEOUT',
+  'CVMFS_EXTERNAL_TIMEOUT_DIRECT',
   'CVMFS_EXTERNAL_URL',
   'CVMFS_FALLBACK_PROXY',
   'CVMFS_FOLLOW_REDIRECTS',
@@ -159,18 +163,22 @@ function withoutDirect(groups: ProxyGroup[]): ProxyGroup[] {
 
 /**
  * CVMFS_HTTP_PROXY (required) followed by CVMFS_FALLBACK_PROXY; when fallback proxies remain after
- * removing DIRECT from them, DIRECT is removed from the regular groups as well (§5.12).
+ * removing DIRECT from them, DIRECT is removed from the regular groups as well (§5.12). The external
+ * data download manager has its own pair, CVMFS_EXTERNAL_HTTP_PROXY (default DIRECT) and
+ * CVMFS_EXTERNAL_FALLBACK_PROXY.
  */
-function proxyGroups(config: LoadedConfig): ProxyGroup[] {
+function proxyGroups(config: LoadedConfig, external = false): ProxyGroup[] {
+  const name = external ? 'CVMFS_EXTERNAL_HTTP_PROXY' : 'CVMFS_HTTP_PROXY';
+  const fallbackName = external ? 'CVMFS_EXTERNAL_FALLBACK_PROXY' : 'CVMFS_FALLBACK_PROXY';
   const missing = (): CvmfsError =>
-    new CvmfsError('E_USAGE', 'CVMFS_HTTP_PROXY is not set; use DIRECT for no proxy');
-  const p = lookup(config, 'CVMFS_HTTP_PROXY');
-  if (p === undefined) throw missing();
-  const noAuto = (name: string, v: ConfigValue) => (): CvmfsError =>
-    bad(name, v, "automatic proxy discovery ('auto', WPAD/PAC) is not supported; list the proxies or use DIRECT");
-  let regular = parseProxyList(p.value, noAuto('CVMFS_HTTP_PROXY', p));
-  const f = lookup(config, 'CVMFS_FALLBACK_PROXY');
-  const fallback = f === undefined ? [] : withoutDirect(parseProxyList(f.value, noAuto('CVMFS_FALLBACK_PROXY', f)));
+    new CvmfsError('E_USAGE', `${name} is not set; use DIRECT for no proxy`);
+  const p = lookup(config, name);
+  if (p === undefined && !external) throw missing();
+  const noAuto = (n: string, v: ConfigValue) => (): CvmfsError =>
+    bad(n, v, "automatic proxy discovery ('auto', WPAD/PAC) is not supported; list the proxies or use DIRECT");
+  let regular = p === undefined ? [['DIRECT']] : parseProxyList(p.value, noAuto(name, p));
+  const f = lookup(config, fallbackName);
+  const fallback = f === undefined ? [] : withoutDirect(parseProxyList(f.value, noAuto(fallbackName, f)));
   if (fallback.length > 0) regular = withoutDirect(regular);
   const all = [...regular, ...fallback];
   if (all.length === 0) throw missing();
@@ -313,6 +321,8 @@ export function parseSettings(config: LoadedConfig): ClientSettings {
     absolutePath(config, 'CVMFS_CACHE_DIR') ?? path.join(cacheBase, sharedCache ? 'shared' : fqrn);
   const parameters = new Map<string, string>();
   for (const [name, v] of config.values) parameters.set(name, v.value);
+  const timeoutS = int(config, 'CVMFS_TIMEOUT');
+  const timeoutDirectS = int(config, 'CVMFS_TIMEOUT_DIRECT');
 
   return {
     fqrn,
@@ -323,8 +333,8 @@ export function parseSettings(config: LoadedConfig): ClientSettings {
     sharedCache,
     cacheDir,
     quotaLimitMb: int(config, 'CVMFS_QUOTA_LIMIT', true),
-    timeoutS: int(config, 'CVMFS_TIMEOUT'),
-    timeoutDirectS: int(config, 'CVMFS_TIMEOUT_DIRECT'),
+    timeoutS,
+    timeoutDirectS,
     maxRetries: int(config, 'CVMFS_MAX_RETRIES'),
     backoffInitS: int(config, 'CVMFS_BACKOFF_INIT'),
     backoffMaxS: int(config, 'CVMFS_BACKOFF_MAX'),
@@ -337,6 +347,9 @@ export function parseSettings(config: LoadedConfig): ClientSettings {
     rootHash: rootHash(config),
     autoUpdate: bool(config, 'CVMFS_AUTO_UPDATE'),
     externalUrls: urlList(config, 'CVMFS_EXTERNAL_URL'),
+    externalProxyGroups: proxyGroups(config, true),
+    externalTimeoutS: parseInteger(config, 'CVMFS_EXTERNAL_TIMEOUT') ?? timeoutS,
+    externalTimeoutDirectS: parseInteger(config, 'CVMFS_EXTERNAL_TIMEOUT_DIRECT') ?? timeoutDirectS,
     magicXattrsVisibility: magicXattrsVisibility(config),
     checkPermissions: bool(config, 'CVMFS_CHECK_PERMISSIONS'),
     maxTtlMinutes: int(config, 'CVMFS_MAX_TTL'),

@@ -44,6 +44,14 @@ export interface ClientSettings {
   readonly autoUpdate: boolean;
   /** CVMFS_EXTERNAL_URL split on ';' (external files, §7.1). */
   readonly externalUrls: readonly string[];
+  /**
+   * Proxies for external data (§5.12): CVMFS_EXTERNAL_HTTP_PROXY (default DIRECT) followed by
+   * CVMFS_EXTERNAL_FALLBACK_PROXY, independent of CVMFS_HTTP_PROXY.
+   */
+  readonly externalProxyGroups: readonly ProxyGroup[];
+  /** CVMFS_EXTERNAL_TIMEOUT / CVMFS_EXTERNAL_TIMEOUT_DIRECT seconds (default: timeoutS / timeoutDirectS). */
+  readonly externalTimeoutS: number;
+  readonly externalTimeoutDirectS: number;
   /** CVMFS_MAGIC_XATTRS_VISIBILITY (rootonly by default; CVMFS_HIDE_MAGIC_XATTRS=yes → never). */
   readonly magicXattrsVisibility: 'always' | 'rootonly' | 'never';
   /** CVMFS_CHECK_PERMISSIONS (default yes): mount with default_permissions. */

@@ -32,6 +32,8 @@ export interface NewEntry {
   readonly hash?: ContentHash;
   readonly chunks?: readonly ChunkRecord[];
   readonly compression?: Compression;
+  /** Regular file whose content lives on the external data server, not in data/ (§7.1). */
+  readonly external?: boolean;
   readonly symlink?: string;
   readonly xattrs?: XattrMap;
   readonly nestedMountpoint?: boolean;
@@ -94,6 +96,7 @@ export class CatalogWriter {
       nestedRoot: e.nestedRoot,
       hidden: e.hidden,
       chunked,
+      external: e.external,
       compression: e.compression ?? Compression.Zlib,
       algorithm: e.hash || chunked ? e.algorithm : undefined,
     });
@@ -139,6 +142,10 @@ export class CatalogWriter {
           s.chunked++;
           s.chunks += e.chunks!.length;
           s.chunked_size += e.size;
+        }
+        if (e.external) {
+          s.external++;
+          s.external_file_size += e.size;
         }
     }
   }

@@ -1,14 +1,15 @@
 /**
  * Streams one source file into content-addressed objects: whole-file object, or content-defined
  * chunks (`P` objects) when the file is larger than the minimal chunk size and the chunker cuts it
- * (§4). Memory stays bounded by the read buffer whatever the file size.
+ * (§4). Memory stays bounded by the read buffer whatever the file size. With a HashOnlyStore
+ * (external files, §7.1) the same cuts and names are computed and nothing is stored.
  */
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Xor32Chunker, type ChunkSizes } from '../format/chunker';
 import type { ContentHash } from '../format/hash';
 import { zlibCompressAsync } from '../format/compression';
-import type { ObjectStore, ObjectWriter } from './object-store';
+import type { ContentStore, ContentWriter } from './object-store';
 import type { ChunkRecord } from './catalog-writer';
 import { SourceError, CvmfsError } from '../errors';
 
@@ -30,11 +31,11 @@ const READ_BUFFER = 1 << 20;
 /** Files up to this size are read whole and compressed in one call: far fewer stream round trips. */
 const SMALL_FILE = 1 << 20;
 
-export async function ingestFile(path: string, expectedSize: number, store: ObjectStore, o: IngestOptions): Promise<IngestedContent> {
+export async function ingestFile(path: string, expectedSize: number, store: ContentStore, o: IngestOptions): Promise<IngestedContent> {
   if (expectedSize <= SMALL_FILE && (!o.chunking || expectedSize <= o.chunking.min)) return ingestSmallFile(path, store, o);
   const chunker = o.chunking ? new Xor32Chunker(o.chunking) : undefined;
   const chunks: ChunkRecord[] = [];
-  let writer: ObjectWriter = await store.startObject(o.compress);
+  let writer: ContentWriter = await store.startObject(o.compress);
   let chunkStart = 0;
   let position = 0;
   try {
@@ -63,7 +64,7 @@ export async function ingestFile(path: string, expectedSize: number, store: Obje
   return { chunks, size: position };
 }
 
-async function ingestSmallFile(path: string, store: ObjectStore, o: IngestOptions): Promise<IngestedContent> {
+async function ingestSmallFile(path: string, store: ContentStore, o: IngestOptions): Promise<IngestedContent> {
   let data: Buffer;
   try {
     data = await readFile(path);

@@ -28,7 +28,23 @@ export function ioError(path: string, what: string, e: unknown): CvmfsError {
   return new CvmfsError('E_IO', `${path}: cannot ${what} (${reason})`, { cause: e });
 }
 
-export class ObjectStore {
+/** Where the publisher puts file content: the repository's ObjectStore, or HashOnlyStore (external files). */
+export interface ContentStore {
+  readonly algorithm: HashAlgorithm;
+  /** Stores bytes that are already in their stored form; returns their name. */
+  putStored(stored: Buffer, suffix: ObjectSuffix): Promise<ContentHash>;
+  /** Starts a streamed object (optionally compressed on the way). */
+  startObject(compress: boolean): Promise<ContentWriter>;
+}
+
+export interface ContentWriter {
+  write(data: Uint8Array): Promise<void>;
+  /** Ends the object and names it; it is stored (if this store stores) under that name and `suffix`. */
+  commit(suffix: ObjectSuffix): Promise<ContentHash>;
+  abort(): Promise<void>;
+}
+
+export class ObjectStore implements ContentStore {
   readonly stats: StoreStats = { objectsWritten: 0, objectsReused: 0, bytesWritten: 0 };
   private readonly txnDir: string;
 
@@ -124,7 +140,7 @@ export class ObjectStore {
  * `finish` returns the content hash of the stored bytes; the caller then commits it with the
  * suffix it decides on (a single-piece file is a whole-file object, otherwise chunks are `P`).
  */
-export class ObjectWriter {
+export class ObjectWriter implements ContentWriter {
   private readonly hasher: Hash;
   private readonly head: Writable;
   private storedBytes = 0;
@@ -186,5 +202,30 @@ export class ObjectWriter {
     this.head.destroy();
     await this.done.catch(() => undefined);
     await rm(this.tmp, { force: true });
+  }
+}
+
+/**
+ * Names content without storing it: external files (§7.1) are published by hash only, their bytes
+ * stay on the external data server. External content is uncompressed, so the names are hashes of
+ * the plain bytes, which is what the client checks the downloaded bytes against.
+ */
+export class HashOnlyStore implements ContentStore {
+  constructor(readonly algorithm: HashAlgorithm) {}
+
+  async putStored(stored: Buffer): Promise<ContentHash> {
+    return ContentHash.compute(this.algorithm, stored);
+  }
+
+  async startObject(compress: boolean): Promise<ContentWriter> {
+    if (compress) throw new CvmfsError('E_USAGE', 'external content is published uncompressed');
+    const hasher = newHasher(this.algorithm);
+    return {
+      write: async (data) => {
+        hasher.update(data);
+      },
+      commit: async () => ContentHash.of(this.algorithm, hasher.digest()),
+      abort: async () => undefined,
+    };
   }
 }

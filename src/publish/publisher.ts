@@ -20,7 +20,7 @@ import { createWhitelist, signWhitelist } from '../format/whitelist';
 import { CatalogDb } from '../catalog/catalog-db';
 import { Repository } from '../repository/repository';
 import { DirectorySource } from '../repository/object-source';
-import { ObjectStore, ioError, type StoreStats } from './object-store';
+import { HashOnlyStore, ObjectStore, ioError, type ContentStore, type StoreStats } from './object-store';
 import { CatalogWriter, type CatalogCounters, type NewEntry } from './catalog-writer';
 import { ingestFile, type IngestedContent } from './file-ingest';
 import { listDirectory, lstatSource, readSymlink, readXattrs, type SourceEntry } from './source-tree';
@@ -45,6 +45,12 @@ export interface PublishOptions {
   chunking?: ChunkSizes | false;
   /** Store file content uncompressed (compression "none"). */
   uncompressed?: boolean;
+  /**
+   * Publish every regular file as external (§7.1, `cvmfs_server publish -X`): flag 128, compression
+   * none, hashes over the plain bytes, and no data objects: the content is served by an external
+   * data server under the file's repository path.
+   */
+  external?: boolean;
   now?: Date;
   progress?: PublishProgress;
 }
@@ -84,6 +90,9 @@ function kindOf(stats: BigIntStats): EntryKind {
 
 export class Publisher {
   private readonly store: ObjectStore;
+  /** Where file content goes: the object store, or nowhere (names only) for external files. */
+  private readonly contentStore: ContentStore;
+  private readonly fileCompression: Compression;
   private readonly algorithm: HashAlgorithm;
   private readonly chunking: ChunkSizes | false;
   private readonly now: Date;
@@ -101,6 +110,8 @@ export class Publisher {
     this.chunking = o.chunking === undefined ? DEFAULT_CHUNK_SIZES : o.chunking;
     this.now = o.now ?? new Date();
     this.store = new ObjectStore(resolve(o.repoDir), this.algorithm);
+    this.contentStore = o.external ? new HashOnlyStore(this.algorithm) : this.store;
+    this.fileCompression = o.uncompressed || o.external ? Compression.None : Compression.Zlib;
     this.txnDir = join(resolve(o.repoDir), 'data', 'txn');
   }
 
@@ -299,9 +310,9 @@ export class Publisher {
 
   private async ingest(child: SourceEntry): Promise<IngestedContent> {
     const chunking = this.chunking && child.stats.size > BigInt(this.chunking.min) ? this.chunking : false;
-    const content = await ingestFile(child.absPath, Number(child.stats.size), this.store, {
+    const content = await ingestFile(child.absPath, Number(child.stats.size), this.contentStore, {
       chunking,
-      compress: !this.o.uncompressed,
+      compress: this.fileCompression === Compression.Zlib,
       onBytes: (n) => this.o.progress?.bytes?.(n),
     });
     // A file that changed while we read it would be published torn: refuse.
@@ -371,7 +382,8 @@ export class Publisher {
           hardlinkGroup: group?.id,
           hash: content!.hash,
           chunks: content!.chunks,
-          compression: this.o.uncompressed ? Compression.None : Compression.Zlib,
+          compression: this.fileCompression,
+          external: this.o.external,
           xattrs: await readXattrs(child.absPath),
         };
     }

@@ -196,6 +196,28 @@ t.test('proxy syntax', async (t) => {
   t.throws(() => s('p1', 'auto'), { code: 'E_USAGE', message: /^CVMFS_FALLBACK_PROXY='auto'/ });
 });
 
+t.test('external data has its own proxies (default DIRECT) and timeouts (default the main ones)', async (t) => {
+  const d = parseSettings(base(t, { CVMFS_HTTP_PROXY: 'p1;DIRECT', CVMFS_TIMEOUT: '7', CVMFS_TIMEOUT_DIRECT: '9' }));
+  t.same(d.externalProxyGroups, [['DIRECT']], 'not CVMFS_HTTP_PROXY');
+  t.equal(d.externalTimeoutS, 7);
+  t.equal(d.externalTimeoutDirectS, 9);
+  const s = parseSettings(
+    base(t, {
+      CVMFS_EXTERNAL_HTTP_PROXY: 'e1|e2;DIRECT',
+      CVMFS_EXTERNAL_FALLBACK_PROXY: 'f1',
+      CVMFS_EXTERNAL_TIMEOUT: '20',
+      CVMFS_EXTERNAL_TIMEOUT_DIRECT: '30',
+    }),
+  );
+  t.same(s.externalProxyGroups, [['http://e1', 'http://e2'], ['http://f1']], 'fallback removes DIRECT');
+  t.same(s.proxyGroups, [['DIRECT']], 'the main proxies are untouched');
+  t.equal(s.externalTimeoutS, 20);
+  t.equal(s.externalTimeoutDirectS, 30);
+  t.same(parseSettings(base(t, { CVMFS_EXTERNAL_FALLBACK_PROXY: 'f1' })).externalProxyGroups, [['http://f1']]);
+  t.throws(() => parseSettings(base(t, { CVMFS_EXTERNAL_HTTP_PROXY: 'auto' })), { code: 'E_USAGE', message: /^CVMFS_EXTERNAL_HTTP_PROXY='auto'/ });
+  t.throws(() => parseSettings(base(t, { CVMFS_EXTERNAL_TIMEOUT: 'x' })), { code: 'E_USAGE', message: /^CVMFS_EXTERNAL_TIMEOUT='x'/ });
+});
+
 t.test('public keys: CVMFS_PUBLIC_KEY wins over CVMFS_KEYS_DIR', async (t) => {
   const dir = t.testdir({
     keys: { 'b.pub': 'b', 'a.pub': 'a', 'c.pem': 'c', 'sub.pub': {} },
