@@ -25,27 +25,22 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import { CvmfsError, describeError } from '../errors';
+import type { ClientSettings } from '../config/settings';
 import { VERSION } from '../version';
 
-export interface DownloaderOptions {
-  /** Repository base URLs (no trailing slash), e.g. `http://s1.example.org/cvmfs/repo.example.org`. */
-  readonly serverUrls: readonly string[];
-  /** Proxy groups in order; members of one group share load; `DIRECT` means no proxy. Empty = DIRECT. */
-  readonly proxyGroups: readonly (readonly string[])[];
-  /** Connect / headers / low-speed time with a proxy, and without one (seconds, fractions allowed). */
-  readonly timeoutS: number;
-  readonly timeoutDirectS: number;
-  /** Same-path retries of transfer errors (CVMFS_MAX_RETRIES). */
-  readonly maxRetries: number;
-  /** Backoff before retry k (0-based): random in [0, init·2^k] seconds, capped at max. */
-  readonly backoffInitS: number;
-  readonly backoffMaxS: number;
-  /** Bytes/s; a transfer averaging less over one timeout period fails. 0 disables the rule. */
-  readonly lowSpeedLimit: number;
-  /** Follow up to 4 redirects (CVMFS_FOLLOW_REDIRECTS); otherwise a redirect is a host error. */
-  readonly followRedirects: boolean;
-  readonly userAgent?: string;
-}
+/** The network settings of a mount (documented on ClientSettings), plus how we introduce ourselves. */
+export type DownloaderOptions = Pick<
+  ClientSettings,
+  | 'serverUrls'
+  | 'proxyGroups'
+  | 'timeoutS'
+  | 'timeoutDirectS'
+  | 'maxRetries'
+  | 'backoffInitS'
+  | 'backoffMaxS'
+  | 'lowSpeedLimit'
+  | 'followRedirects'
+> & { readonly userAgent?: string };
 
 export interface DownloadRequestOptions {
   readonly signal?: AbortSignal;
