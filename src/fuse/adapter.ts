@@ -8,6 +8,7 @@
  * readdir passes stats so entries carry their type (overlayfs needs it to hide whiteouts).
  */
 import Fuse from 'fuse-native';
+import { readFile } from 'node:fs/promises';
 import type { Filesystem, FsStat } from '../client/filesystem';
 import { MisuseError } from '../client/filesystem';
 import { NotDirectory } from '../client/catalog-tree';
@@ -92,6 +93,32 @@ function fixXattrBufferHandling(): void {
   };
 }
 fixXattrBufferHandling();
+
+/** Whether `mountpoint` (absolute) is a mount point of this process's namespace (mountinfo only: never touches it). */
+async function isMountPoint(mountpoint: string): Promise<boolean> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  const escaped = mountpoint.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  return info.split('\n').some((line) => line.split(' ')[4] === escaped);
+}
+
+/**
+ * fuse-native unmounts with `fusermount -uz` and releases its event-loop handle only when that
+ * succeeds. After an external umount(8) or `fusermount -u` it fails (EINVAL) and the daemon would
+ * never exit: a mountpoint that is no longer mounted counts as unmounted.
+ */
+function fixUnmountOfUnmounted(): void {
+  const F = Fuse as unknown as { unmount(mnt: string, cb: (err: Error | null) => void): void };
+  const unmount = F.unmount.bind(Fuse);
+  F.unmount = (mnt, cb) =>
+    unmount(mnt, (err) => {
+      if (!err) return cb(null);
+      isMountPoint(mnt).then(
+        (mounted) => cb(mounted ? err : null),
+        () => cb(err),
+      );
+    });
+}
+fixUnmountOfUnmounted();
 
 /** The fuse-native stat object (times as Date; fuse-native carries milliseconds). */
 function fuseStat(s: FsStat) {

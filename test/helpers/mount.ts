@@ -75,7 +75,10 @@ export async function tryMount(t: Test, dir: string, s: MountSpec): Promise<{ mo
   const cacheBase = s.cacheBase ?? join(dir, 'cache');
   const configRoot = await writeConfigRoot(dir, s, cacheBase);
   const mountpoint = join(dir, 'mnt');
-  await mkdir(mountpoint, { recursive: true });
+  // A stale mount (its daemon killed) answers ENOTCONN; `cvmfs-ts mount` takes it over.
+  await mkdir(mountpoint, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOTCONN') throw e;
+  });
   const logFile = join(dir, 'mount.log');
   let pid = 0;
   const unmount = async () => {
