@@ -61,14 +61,24 @@ export class CatalogTree {
     this.lookups = new LRUCache({ max: 65536 });
   }
 
-  static async create(rootHash: ContentHash, load: CatalogLoader, rootSize = 0): Promise<CatalogTree> {
+  /**
+   * `inodeBase`: where this tree's inode numbers start. A tree replacing another starts after the
+   * old one's ceiling, so inodes the kernel still holds never name a different file (§5.2).
+   */
+  static async create(rootHash: ContentHash, load: CatalogLoader, rootSize = 0, inodeBase = INODE_OFFSET): Promise<CatalogTree> {
     const tree = new CatalogTree(load);
+    tree.inodeGauge = inodeBase;
     tree.attach('', rootHash, await load(rootHash, '', rootSize));
     return tree;
   }
 
   get root(): AttachedCatalog {
     return this.attached.get('')!;
+  }
+
+  /** One past the highest inode this tree can hand out so far. */
+  get inodeCeiling(): number {
+    return this.inodeGauge;
   }
 
   /** Number of attached catalogs (magic xattr user.nclg). */
@@ -171,6 +181,7 @@ export class CatalogTree {
   }
 
   private inodeOf(catalog: AttachedCatalog, entry: CatalogEntry, path: string): number {
+    if (path === '') return ROOT_INODE; // whatever the revision, the root keeps its inode
     // A nested catalog's root entry keeps the inode of its parent's transition entry, so the
     // inode does not change when the nested catalog is attached.
     if (catalog.parent && catalog.mountPath === path) {

@@ -7,7 +7,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import type { CatalogTree, ResolvedEntry } from './catalog-tree';
-import type { ObjectFetcher } from './object-fetcher';
+import type { FetchRequest, ObjectFetcher } from './object-fetcher';
+import type { ContentHash } from '../format/hash';
 import { magicXattr, magicXattrNames, type MountStatus } from './magic-xattrs';
 import { expandVariantSymlink } from '../format/variant-symlink';
 import type { Chunk } from '../catalog/catalog-db';
@@ -57,6 +58,14 @@ export interface FilesystemOptions {
   magicXattrsVisibility: 'always' | 'rootonly' | 'never';
   /** Cache capacity and use in bytes, for statfs (§5.4). */
   cacheUsage: () => { capacity: number; used: number };
+  /** Keeps objects an open file uses from being evicted (the cache's quota manager); none = no quota. */
+  pins?: ObjectPins;
+}
+
+/** Pin/unpin of cache objects (counted: every pin is matched by one unpin). */
+export interface ObjectPins {
+  pin(hash: ContentHash): void;
+  unpin(hash: ContentHash): void;
 }
 
 /** Misuse of an entry: the FUSE edge turns each kind into its errno (EROFS, ENOTDIR, …). */
@@ -94,10 +103,19 @@ export class Filesystem {
   private nextHandle = 1;
   counters = { open: 0, opendir: 0, ioErrors: 0 };
 
-  constructor(private readonly o: FilesystemOptions) {}
+  private tree: CatalogTree;
+
+  constructor(private readonly o: FilesystemOptions) {
+    this.tree = o.tree;
+  }
+
+  /** Serves a new revision from now on; handles opened before keep what they resolved. */
+  setTree(tree: CatalogTree): void {
+    this.tree = tree;
+  }
 
   async getattr(path: string): Promise<FsStat> {
-    return this.stat(await this.o.tree.lookup(catalogPath(path)));
+    return this.stat(await this.tree.lookup(catalogPath(path)));
   }
 
   stat(r: ResolvedEntry): FsStat {
@@ -128,7 +146,7 @@ export class Filesystem {
 
   async readdir(path: string): Promise<{ names: string[]; stats: FsStat[] }> {
     this.counters.opendir++;
-    const children = await this.o.tree.list(catalogPath(path));
+    const children = await this.tree.list(catalogPath(path));
     return { names: children.map((c) => c.entry.name), stats: children.map((c) => this.stat(c)) };
   }
 
@@ -137,20 +155,20 @@ export class Filesystem {
   }
 
   async readlink(path: string): Promise<string> {
-    const r = await this.o.tree.lookup(catalogPath(path));
+    const r = await this.tree.lookup(catalogPath(path));
     if (r.entry.type !== 'symlink') throw new MisuseError('not-a-symlink', path);
     return this.symlinkTarget(r);
   }
 
   /** Opens a regular file for reading; returns a handle number. Nothing is fetched yet. */
   async open(path: string, flags: number): Promise<number> {
-    const r = await this.o.tree.lookup(catalogPath(path));
+    const r = await this.tree.lookup(catalogPath(path));
     if ((flags & ACCESS_MODE) !== constants.O_RDONLY || flags & constants.O_TRUNC) throw new MisuseError('read-only', path);
     if (flags & constants.O_EXCL) throw new MisuseError('exists', path);
     if ((r.entry.mode & S_IFMT) !== 0o100000) throw new MisuseError('not-a-file', path);
     this.counters.open++;
     const file: OpenFile = { resolved: r, chunkHandles: new Map() };
-    if (r.entry.flags.chunked) file.chunks = this.o.tree.chunks(r);
+    if (r.entry.flags.chunked) file.chunks = this.tree.chunks(r);
     const handle = this.nextHandle++;
     this.files.set(handle, file);
     return handle;
@@ -187,17 +205,14 @@ export class Filesystem {
   private wholeHandle(file: OpenFile): Promise<FileHandle> {
     if (!file.whole) {
       const e = file.resolved.entry;
-      file.whole = (async () => {
-        const path = await this.o.fetcher.fetch({
-          hash: e.hash!,
-          suffix: '',
-          compressed: e.flags.compression === 0,
-          size: e.size,
-          description: file.resolved.path,
-          external: e.flags.external ? { path: file.resolved.path } : undefined,
-        });
-        return open(path, 'r');
-      })();
+      file.whole = this.openObject({
+        hash: e.hash!,
+        suffix: '',
+        compressed: e.flags.compression === 0,
+        size: e.size,
+        description: file.resolved.path,
+        external: e.flags.external ? { path: file.resolved.path } : undefined,
+      });
       file.whole.catch(() => (file.whole = undefined)); // a failed fetch may succeed on the next read
     }
     return file.whole;
@@ -208,24 +223,21 @@ export class Filesystem {
     if (!pending) {
       const chunk = file.chunks![index]!;
       const e = file.resolved.entry;
-      pending = (async () => {
-        const path = await this.o.fetcher.fetch({
-          hash: chunk.hash,
-          suffix: 'P',
-          compressed: e.flags.compression === 0,
-          size: chunk.size,
-          description: `${file.resolved.path} chunk ${index} at ${chunk.offset}`,
-          external: e.flags.external ? { path: file.resolved.path, range: { offset: chunk.offset, size: chunk.size } } : undefined,
-        });
-        return open(path, 'r');
-      })();
+      pending = this.openObject({
+        hash: chunk.hash,
+        suffix: 'P',
+        compressed: e.flags.compression === 0,
+        size: chunk.size,
+        description: `${file.resolved.path} chunk ${index} at ${chunk.offset}`,
+        external: e.flags.external ? { path: file.resolved.path, range: { offset: chunk.offset, size: chunk.size } } : undefined,
+      });
       pending.catch(() => file.chunkHandles.delete(index));
       file.chunkHandles.set(index, pending);
       // Sequential readers move forward: keep only the most recent few chunk files open.
       if (file.chunkHandles.size > MAX_CHUNK_HANDLES) {
         const [oldest, old] = file.chunkHandles.entries().next().value as [number, Promise<FileHandle>];
         file.chunkHandles.delete(oldest);
-        void old.then((fh) => fh.close()).catch(() => undefined);
+        void this.closeObject(old, file.chunks![oldest]!.hash);
       }
     }
     return pending;
@@ -235,13 +247,50 @@ export class Filesystem {
     const file = this.files.get(handle);
     this.files.delete(handle);
     if (!file) return;
-    const handles = [file.whole, ...file.chunkHandles.values()].filter((h): h is Promise<FileHandle> => h !== undefined);
-    await Promise.all(handles.map((h) => h.then((fh) => fh.close()).catch(() => undefined)));
+    const closing = [...file.chunkHandles].map(([index, h]) => this.closeObject(h, file.chunks![index]!.hash));
+    if (file.whole) closing.push(this.closeObject(file.whole, file.resolved.entry.hash!));
+    await Promise.all(closing);
+  }
+
+  /**
+   * Pins the object (so the cache does not evict it while this handle uses it), fetches it and opens
+   * the cache file. Pinned BEFORE the fetch, so an eviction can never pick it between the fetch and
+   * the open in this process; another mount sharing the cache may still have unlinked it just after
+   * our lookup (its eviction sees our pin only after our next quota flush), hence the retry on ENOENT.
+   * The pin is released by closeObject, or here if the open fails.
+   */
+  private async openObject(req: FetchRequest): Promise<FileHandle> {
+    this.o.pins?.pin(req.hash);
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const path = await this.o.fetcher.fetch(req);
+        try {
+          return await open(path, 'r');
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw e;
+        }
+      }
+    } catch (e) {
+      this.o.pins?.unpin(req.hash);
+      throw e;
+    }
+  }
+
+  /** Closes a handle from openObject (if it opened) and releases its pin. */
+  private async closeObject(pending: Promise<FileHandle>, hash: ContentHash): Promise<void> {
+    let fh: FileHandle;
+    try {
+      fh = await pending;
+    } catch {
+      return; // openObject released the pin already
+    }
+    this.o.pins?.unpin(hash);
+    await fh.close().catch(() => undefined);
   }
 
   /** Catalog xattrs first, then magic ones; undefined = no such attribute (ENODATA). */
   async getxattr(path: string, name: string): Promise<Buffer | undefined> {
-    const r = await this.o.tree.lookup(catalogPath(path));
+    const r = await this.tree.lookup(catalogPath(path));
     const stored = r.entry.xattrs.get(name);
     if (stored) return stored;
     const magic = await magicXattr(name, r, this.o.status);
@@ -249,7 +298,7 @@ export class Filesystem {
   }
 
   async listxattr(path: string): Promise<string[]> {
-    const r = await this.o.tree.lookup(catalogPath(path));
+    const r = await this.tree.lookup(catalogPath(path));
     const names = [...r.entry.xattrs.keys()];
     const visibility = this.o.magicXattrsVisibility;
     if (visibility === 'always' || (visibility === 'rootonly' && r.path === '')) {
@@ -260,10 +309,10 @@ export class Filesystem {
 
   statfs(): FsStatfs {
     const { capacity, used } = this.o.cacheUsage();
-    const { self, subtree } = this.o.tree.root.db.counters();
+    const { self, subtree } = this.tree.root.db.counters();
     const files = self.regular + self.symlink + self.special + self.dir + subtree.regular + subtree.symlink + subtree.special + subtree.dir;
     let loaded = 0;
-    for (const c of this.o.tree.catalogs()) {
+    for (const c of this.tree.catalogs()) {
       const s = c.db.counters().self;
       loaded += s.regular + s.symlink + s.special + s.dir;
     }

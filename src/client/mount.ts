@@ -11,14 +11,17 @@ import { DiskCache } from '../cache/disk-cache';
 import { Downloader } from '../net/downloader';
 import { Fetcher } from '../fetch/fetcher';
 import { CatalogDb } from '../catalog/catalog-db';
-import { CatalogTree } from './catalog-tree';
 import { Filesystem } from './filesystem';
-import { bootstrap, type BootstrapResult } from './bootstrap';
+import { bootstrap, type BootstrapResult, type BootstrapSources } from './bootstrap';
+import { loadRevision, RevisionUpdater } from './revision';
 import type { MountStatus } from './magic-xattrs';
 import type { ContentHash } from '../format/hash';
 import { FuseAdapter } from '../fuse/adapter';
 import type { Logger } from './log';
 import { VERSION } from '../version';
+
+/** Old catalogs stay open this long after a revision switch, for lookups already under way. */
+const CLOSE_OLD_CATALOGS_AFTER_MS = 30_000;
 
 export interface MountOptions {
   fqrn: string;
@@ -32,8 +35,7 @@ export class Mount {
   private constructor(
     readonly settings: ClientSettings,
     readonly config: LoadedConfig,
-    readonly boot: BootstrapResult,
-    readonly tree: CatalogTree,
+    readonly revisions: RevisionUpdater,
     readonly filesystem: Filesystem,
     private readonly fuse: FuseAdapter,
     private readonly downloader: Downloader,
@@ -63,15 +65,13 @@ export class Mount {
     const fetcher = new Fetcher(cache, downloader, { externalUrls: settings.externalUrls, externalDownloader });
     const startedAt = new Date();
     try {
-      const boot = await bootstrap(
-        { fqrn: o.fqrn, masterKeys, fixedRootHash: settings.rootHash },
-        {
-          getRaw: (path) => fetcher.getRaw(path, { noCache: true }),
-          fetchObject: (hash, suffix, description) => fetcher.fetch({ hash, suffix, compressed: true, description }),
-          readBreadcrumb: () => cache.readBreadcrumb(o.fqrn),
-          isCached: (hash) => cache.has(hash),
-        },
-      );
+      const bootSources: BootstrapSources = {
+        getRaw: (path) => fetcher.getRaw(path, { noCache: true }),
+        fetchObject: (hash, suffix, description) => fetcher.fetch({ hash, suffix, compressed: true, description }),
+        readBreadcrumb: () => cache.readBreadcrumb(o.fqrn),
+        isCached: (hash) => cache.has(hash),
+      };
+      const boot = await bootstrap({ fqrn: o.fqrn, masterKeys, fixedRootHash: settings.rootHash }, bootSources);
       if (boot.offline) o.log.warn(`servers unreachable: mounting revision cached in ${settings.cacheDir} (offline mode)`);
       const loadCatalog = async (hash: ContentHash, mountPath: string, size: number) => {
         const path = await fetcher.fetch({
@@ -83,34 +83,46 @@ export class Mount {
         });
         return new CatalogDb(path);
       };
-      const tree = await CatalogTree.create(boot.rootHash, loadCatalog, boot.manifest?.rootCatalogSize ?? 0);
-      const revision = tree.root.db.revision();
-      const rootProps = tree.root.db.properties();
-      const ttlS = Math.min(
-        Number(rootProps.get('TTL') ?? boot.manifest?.ttl ?? 240),
-        settings.maxTtlMinutes > 0 ? settings.maxTtlMinutes * 60 : Infinity,
-      );
-      if (!boot.offline && !boot.fixed && boot.manifest) {
+      const revisionSource = { load: loadCatalog, maxTtlMinutes: settings.maxTtlMinutes };
+      const first = await loadRevision(boot, revisionSource);
+      const rememberRevision = async (b: BootstrapResult) => {
+        if (b.offline || b.fixed || !b.manifest) return;
         await cache.writeBreadcrumb(o.fqrn, {
-          rootHash: boot.rootHash,
-          timestamp: boot.manifest.publishTimestamp ?? 0,
-          revision: boot.manifest.revision,
+          rootHash: b.rootHash,
+          timestamp: b.manifest.publishTimestamp ?? 0,
+          revision: b.manifest.revision,
         });
-      }
-      const counters = fetcher.counters;
+      };
+      await rememberRevision(boot);
       let filesystem: Filesystem | undefined;
+      const updater = new RevisionUpdater(first, {
+        ...revisionSource,
+        log: o.log,
+        check: async () => {
+          const b = await bootstrap({ fqrn: o.fqrn, masterKeys }, bootSources);
+          await rememberRevision(b);
+          return b;
+        },
+        apply: async (next, previous) => {
+          filesystem!.setTree(next.tree);
+          // Lookups already under way may still use the old catalogs for a moment.
+          setTimeout(() => previous.tree.catalogs().forEach((c) => c.db.close()), CLOSE_OLD_CATALOGS_AFTER_MS).unref();
+        },
+      });
+      const tree = () => updater.mounted.tree;
+      const counters = fetcher.counters;
       const status: MountStatus = {
         fqrn: o.fqrn,
         version: VERSION,
         pid: process.pid,
         startedAt,
-        revision: () => revision,
-        rootHash: () => boot.rootHash,
-        expiresAt: () => (boot.fixed ? undefined : new Date(startedAt.getTime() + ttlS * 1000)),
+        revision: () => updater.mounted.revision,
+        rootHash: () => updater.mounted.rootHash,
+        expiresAt: () => (boot.fixed ? undefined : updater.expiresAt),
         host: () => downloader.currentHost(),
         hostList: () => downloader.hostList(),
         proxy: () => downloader.currentProxy(),
-        loadedCatalogs: () => tree.loadedCount,
+        loadedCatalogs: () => tree().loadedCount,
         downloads: () => downloader.counters.downloads,
         bytesDownloaded: () => downloader.counters.bytes,
         downloadSeconds: () => downloader.counters.seconds ?? 0,
@@ -122,10 +134,10 @@ export class Mount {
         timeouts: () => ({ proxy: settings.timeoutS, direct: settings.timeoutDirectS }),
         externalHost: () => settings.externalUrls[0] ?? '',
         cachedPath: async (hash) => ((await cache.has(hash)) ? cache.pathOf(hash) : undefined),
-        chunks: (r) => tree.chunks(r),
+        chunks: (r) => tree().chunks(r),
       };
       filesystem = new Filesystem({
-        tree,
+        tree: tree(),
         fetcher,
         status,
         ownership: {
@@ -145,10 +157,11 @@ export class Mount {
       });
       await fuse.mount();
       o.log.info(
-        `mounted revision ${revision} (root catalog ${boot.rootHash}) on ${o.mountpoint}` +
+        `mounted revision ${first.revision} (root catalog ${boot.rootHash}) on ${o.mountpoint}` +
           `${boot.offline ? ' offline' : ''}${boot.fixed ? ' (fixed root hash)' : ''}`,
       );
-      return new Mount(settings, config, boot, tree, filesystem, fuse, downloader, externalDownloader);
+      if (!boot.fixed && settings.autoUpdate) updater.start();
+      return new Mount(settings, config, updater, filesystem, fuse, downloader, externalDownloader);
     } catch (e) {
       await downloader.close();
       await externalDownloader?.close();
@@ -157,8 +170,9 @@ export class Mount {
   }
 
   async unmount(): Promise<void> {
+    this.revisions.stop();
     await this.fuse.unmount();
-    for (const c of this.tree.catalogs()) c.db.close();
+    for (const c of this.revisions.mounted.tree.catalogs()) c.db.close();
     await this.downloader.close();
     await this.externalDownloader?.close();
   }

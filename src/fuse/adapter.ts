@@ -3,7 +3,7 @@
  * fuse-native, and the only place where typed errors become errno values.
  *
  * Notes on the binding (measured): each call into Node costs ~50 µs, so the kernel is asked to
- * cache entries, attributes and pages (kernel_cache, long timeouts); options without a
+ * cache entries, attributes and pages (auto_cache, long timeouts); options without a
  * fuse-native name (ro, use_ino, nodev, nosuid, negative_timeout) ride along in `fsname`;
  * readdir passes stats so entries carry their type (overlayfs needs it to hide whiteouts).
  */
@@ -195,7 +195,9 @@ export class FuseAdapter {
       mkdir: false,
       allowOther: true,
       defaultPermissions: this.o.checkPermissions,
-      kernelCache: true,
+      // Keep file pages across opens unless a file's mtime or size changed: after a revision update
+      // the same path may name new content (kernel_cache would keep serving the old pages).
+      autoCache: true,
       entryTimeout: kcache,
       attrTimeout: kcache,
       maxRead: 1 << 17,
