@@ -17,7 +17,13 @@ const INODE_OFFSET = 255;
 export type CatalogLoader = (hash: ContentHash, mountPath: string, expectedSize: number) => Promise<CatalogDb>;
 
 export interface AttachedCatalog {
+  /** Where the catalog appears in the mounted tree. */
   readonly mountPath: string;
+  /**
+   * The catalog's own path for its root (`root_prefix`): equal to mountPath for nested catalogs,
+   * "" for a root catalog grafted at a bind mountpoint (§7.2), whose rows are keyed without it.
+   */
+  readonly rootPrefix: string;
   readonly hash: ContentHash;
   readonly db: CatalogDb;
   readonly inodeOffset: number;
@@ -33,6 +39,15 @@ export interface ResolvedEntry {
   readonly entry: CatalogEntry;
   readonly inode: number;
   readonly catalog: AttachedCatalog;
+}
+
+/** A nested catalog or bind mountpoint as its parent lists it. */
+interface ChildCatalog {
+  readonly path: string; // mounted path
+  readonly hash: ContentHash;
+  readonly size: number;
+  /** The root_prefix the child must declare: its path in the parent (nested) or "" (bind mountpoint). */
+  readonly expectedPrefix: string;
 }
 
 export class NotFound extends CvmfsError {
@@ -91,7 +106,7 @@ export class CatalogTree {
   }
 
   private attach(mountPath: string, hash: ContentHash, db: CatalogDb, parent?: AttachedCatalog): AttachedCatalog {
-    const catalog: AttachedCatalog = { mountPath, hash, db, inodeOffset: this.inodeGauge, parent };
+    const catalog: AttachedCatalog = { mountPath, rootPrefix: db.rootPrefix(), hash, db, inodeOffset: this.inodeGauge, parent };
     this.inodeGauge += db.maxRowid();
     this.attached.set(mountPath, catalog);
     return catalog;
@@ -106,16 +121,34 @@ export class CatalogTree {
     return best;
   }
 
-  /** Attaches the nested catalog mounted at `ref.path` below `parent` (once, even if asked concurrently). */
-  private attachNested(parent: AttachedCatalog, ref: { path: string; hash: ContentHash; size: number }): Promise<AttachedCatalog> {
+  /** Catalog-internal path of a mounted path (they differ below bind mountpoints). */
+  private static dbPath(c: AttachedCatalog, path: string): string {
+    return c.rootPrefix + path.slice(c.mountPath.length);
+  }
+
+  /** Nested catalogs and bind mountpoints of a catalog, with their mounted paths. */
+  private static children(c: AttachedCatalog): ChildCatalog[] {
+    const mounted = (dbPath: string) => c.mountPath + dbPath.slice(c.rootPrefix.length);
+    const result: ChildCatalog[] = [];
+    for (const r of c.db.nestedCatalogs()) {
+      if (r.hash) result.push({ path: mounted(r.path), hash: r.hash, size: r.size, expectedPrefix: r.path });
+    }
+    for (const r of c.db.bindMountpoints()) {
+      if (r.hash) result.push({ path: mounted(r.path), hash: r.hash, size: r.size, expectedPrefix: '' });
+    }
+    return result;
+  }
+
+  /** Attaches the catalog mounted at `ref.path` below `parent` (once, even if asked concurrently). */
+  private attachChild(parent: AttachedCatalog, ref: ChildCatalog): Promise<AttachedCatalog> {
     const existing = this.attached.get(ref.path);
     if (existing) return Promise.resolve(existing);
     let pending = this.attaching.get(ref.path);
     if (!pending) {
       pending = (async () => {
         const db = await this.load(ref.hash, ref.path, ref.size);
-        if (db.rootPrefix() !== ref.path) {
-          throw new CvmfsError('E_FORMAT', `catalog ${ref.hash} claims mount point '${db.rootPrefix()}', expected '${ref.path}'`);
+        if (db.rootPrefix() !== ref.expectedPrefix) {
+          throw new CvmfsError('E_FORMAT', `catalog ${ref.hash} claims root '${db.rootPrefix()}', expected '${ref.expectedPrefix}'`);
         }
         return this.attached.get(ref.path) ?? this.attach(ref.path, ref.hash, db, parent);
       })().finally(() => this.attaching.delete(ref.path));
@@ -132,12 +165,10 @@ export class CatalogTree {
   private async catalogFor(path: string, forListing: boolean): Promise<AttachedCatalog> {
     let current = this.deepestAttached(path);
     for (;;) {
-      const ref = current.db
-        .nestedCatalogs()
-        .find((r) => r.hash && isBelow(path, r.path) && r.path !== current.mountPath);
-      if (!ref || !ref.hash) return current;
+      const ref = CatalogTree.children(current).find((r) => isBelow(path, r.path) && r.path !== current.mountPath);
+      if (!ref) return current;
       if (ref.path === path && !forListing) return current;
-      current = await this.attachNested(current, { path: ref.path, hash: ref.hash, size: ref.size });
+      current = await this.attachChild(current, ref);
     }
   }
 
@@ -147,7 +178,7 @@ export class CatalogTree {
     if (cached === 'missing') throw new NotFound(path);
     if (cached) return cached;
     const catalog = await this.catalogFor(path, false);
-    const entry = catalog.db.lookup(path);
+    const entry = catalog.db.lookup(CatalogTree.dbPath(catalog, path));
     if (!entry) {
       this.lookups.set(path, 'missing');
       throw new NotFound(path);
@@ -163,7 +194,7 @@ export class CatalogTree {
     if (dir.entry.type !== 'directory') throw new NotDirectory(path);
     const catalog = await this.catalogFor(path, true);
     const result: ResolvedEntry[] = [];
-    for (const entry of catalog.db.list(path)) {
+    for (const entry of catalog.db.list(CatalogTree.dbPath(catalog, path))) {
       if (entry.flags.hidden) continue;
       const childPath = `${path}/${entry.name}`;
       let resolved = this.lookups.get(childPath);
@@ -177,7 +208,7 @@ export class CatalogTree {
   }
 
   chunks(resolved: ResolvedEntry): Chunk[] {
-    return resolved.catalog.db.chunks(resolved.path, resolved.entry);
+    return resolved.catalog.db.chunks(CatalogTree.dbPath(resolved.catalog, resolved.path), resolved.entry);
   }
 
   private inodeOf(catalog: AttachedCatalog, entry: CatalogEntry, path: string): number {
@@ -185,7 +216,7 @@ export class CatalogTree {
     // A nested catalog's root entry keeps the inode of its parent's transition entry, so the
     // inode does not change when the nested catalog is attached.
     if (catalog.parent && catalog.mountPath === path) {
-      const transition = catalog.parent.db.lookup(path);
+      const transition = catalog.parent.db.lookup(CatalogTree.dbPath(catalog.parent, path));
       if (transition) return catalog.parent.inodeOffset + transition.rowid;
     }
     if (entry.hardlinkGroup > 0 && entry.type !== 'directory') {

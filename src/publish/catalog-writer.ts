@@ -38,6 +38,8 @@ export interface NewEntry {
   readonly xattrs?: XattrMap;
   readonly nestedMountpoint?: boolean;
   readonly nestedRoot?: boolean;
+  /** A directory grafting another root catalog (§7.2; /.cvmfs/snapshots/<tag>). */
+  readonly bindMountpoint?: boolean;
   readonly hidden?: boolean;
 }
 
@@ -94,6 +96,7 @@ export class CatalogWriter {
       kind: e.kind,
       nestedMountpoint: e.nestedMountpoint,
       nestedRoot: e.nestedRoot,
+      bindMountpoint: e.bindMountpoint,
       hidden: e.hidden,
       chunked,
       external: e.external,
