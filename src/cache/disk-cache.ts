@@ -6,17 +6,27 @@
  * Objects only enter the cache through a transaction: a temporary file in `txn/` that is renamed into place
  * by `commit`, so a crash never leaves half an object under its hash name. There is no fsync before the
  * rename: the cache is disposable and every object was verified against its hash before the commit, so
- * after a power loss the worst case is an object that has to be downloaded again (the quota layer, when it
- * comes, can rebuild from the directory as cvmfs does). Leftover `txn/` files from a crash are harmless.
+ * after a power loss the worst case is an object that has to be downloaded again (the quota ledger notices
+ * objects whose size disagrees when it reconciles, quota.ts).
  *
- * Quota/LRU bookkeeping is not this class's job (a separate quota manager, told after each commit).
+ * Crash safety (SIGKILL at any moment): an object name only ever appears by `rename` of a complete,
+ * verified, closed file, and nothing writes to it afterwards, so no object under its hash name can hold
+ * other bytes. (Objects are stored decompressed while their name is the hash of the compressed bytes, so
+ * a cached object cannot be re-verified by hashing it; the guarantee is verify-then-rename.) What a crash
+ * can leave: files in `txn/` (removed by `open` when their writer is gone) and a quota ledger out of step
+ * with the directory (reconciled by the quota manager at the next start).
+ *
+ * Quota/LRU bookkeeping is not this class's job: a separate QuotaManager (quota.ts) is told `insert`
+ * after each commit and `touch` on each hit (`lookup`); `NO_QUOTA` when CVMFS_QUOTA_LIMIT <= 0.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContentHash } from '../format/hash';
 import { cachePath } from '../format/object-name';
 import { CvmfsError, describeError } from '../errors';
+import { NO_QUOTA, SqliteQuota, type QuotaKind, type QuotaLog, type QuotaManager } from './quota';
+import { isAlive, processStartMs } from './process-identity';
 
 /** A local file system operation on the cache failed. */
 export class CacheIoError extends CvmfsError {
@@ -61,8 +71,78 @@ function tempName(): string {
   return `fetch.${process.pid}.${randomBytes(6).toString('hex')}`;
 }
 
+/** The writer's pid in a txn/ file name (`fetch.<pid>.<random>`, `breadcrumb.fetch.<pid>.<random>`). */
+function writerOf(name: string): number | undefined {
+  const m = /(?:^|\.)fetch\.(\d+)\.[0-9a-f]+$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+export interface DiskCacheOpenOptions {
+  /** CVMFS_QUOTA_LIMIT in MB; <= 0: no ledger, no eviction. */
+  quotaLimitMb: number;
+  log?: QuotaLog;
+}
+
+/** What a commit tells the quota manager about the object. */
+export interface CommitInfo {
+  readonly description: string;
+  readonly kind: QuotaKind;
+}
+
 export class DiskCache {
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    /** Told about commits and hits; the null object unless the cache was opened with a quota. */
+    readonly quota: QuotaManager = NO_QUOTA,
+  ) {}
+
+  /**
+   * The cache of a mount or tool: creates the layout, removes what crashed writers left in `txn/`,
+   * and opens the quota ledger (reconciling it after a crash, cleaning up if over the limit).
+   */
+  static async open(dir: string, o: DiskCacheOpenOptions): Promise<DiskCache> {
+    const bare = new DiskCache(dir);
+    await bare.init();
+    await bare.removeAbandonedTransactions();
+    if (o.quotaLimitMb <= 0) {
+      SqliteQuota.markStale(dir); // we will not keep a ledger up to date: whoever uses it next reconciles
+      return new DiskCache(dir, NO_QUOTA);
+    }
+    return new DiskCache(dir, await SqliteQuota.open(dir, { limitBytes: o.quotaLimitMb * 1024 * 1024, log: o.log }));
+  }
+
+  /** Flushes and closes the quota ledger (releasing this process's pins). */
+  async close(): Promise<void> {
+    await this.quota.close();
+  }
+
+  /**
+   * Deletes `txn/` files whose writer is gone: its pid is not running, or runs a process started after
+   * the file was last written (pid reused). Files of live writers (other mounts sharing the cache) stay.
+   */
+  async removeAbandonedTransactions(): Promise<number> {
+    let names: string[];
+    try {
+      names = await readdir(this.txnDir);
+    } catch (e) {
+      throw new CacheIoError(this.txnDir, 'list', e);
+    }
+    let removed = 0;
+    await Promise.all(
+      names.map(async (name) => {
+        const path = join(this.txnDir, name);
+        const pid = writerOf(name);
+        if (pid !== undefined && pid !== process.pid && isAlive({ pid, start: '' })) {
+          const started = processStartMs(pid);
+          const written = await stat(path).then((s) => s.mtimeMs, () => undefined);
+          if (written === undefined || started === undefined || written >= started - 1000) return;
+        }
+        await rm(path, { force: true, recursive: true }).catch(() => undefined);
+        removed++;
+      }),
+    );
+    return removed;
+  }
 
   /** Creates the directory with `00`..`ff`, `txn/` and `quarantaine/` (idempotent). */
   async init(): Promise<void> {
@@ -87,6 +167,13 @@ export class DiskCache {
 
   get quarantineDir(): string {
     return join(this.dir, QUARANTINE);
+  }
+
+  /** The path of a cached object, telling the quota manager about the hit; undefined on a miss. */
+  async lookup(hash: ContentHash): Promise<string | undefined> {
+    if (!(await this.has(hash))) return undefined;
+    this.quota.touch(hash);
+    return this.pathOf(hash);
   }
 
   async has(hash: ContentHash): Promise<boolean> {
@@ -201,8 +288,11 @@ export class CacheTransaction {
     this.failure = undefined;
   }
 
-  /** Renames the file into `<dir>/XX/rest` for `hash` and returns that path. The caller verified the bytes. */
-  async commit(hash: ContentHash): Promise<string> {
+  /**
+   * Renames the file into `<dir>/XX/rest` for `hash` and returns that path. The caller verified the bytes.
+   * Only after the rename is the quota manager told (it may evict other objects to make room).
+   */
+  async commit(hash: ContentHash, info: CommitInfo = { description: '', kind: 'regular' }): Promise<string> {
     this.checkOpen();
     const final = this.cache.pathOf(hash);
     try {
@@ -212,6 +302,7 @@ export class CacheTransaction {
       await this.abort();
       throw CvmfsError.is(e) ? e : new CacheIoError(final, 'commit', e);
     }
+    this.cache.quota.insert(hash, this.position, info.description, info.kind);
     return final;
   }
 

@@ -11,6 +11,7 @@ import { inspect, formatReport } from '../inspect/inspect';
 import { runDemo } from '../demo/run-demo';
 import { runPublish } from './publish-command';
 import { serveMount, mountInBackground } from './mount-command';
+import { runCacheCommand } from './cache-command';
 import { CvmfsError, describeError } from '../errors';
 import { VERSION } from '../version';
 
@@ -123,6 +124,59 @@ export function buildProgram(): Command {
       if (o.foreground) await serveMount(fqrn, mountpoint, o);
       else await mountInBackground(fqrn, mountpoint, o, BIN);
     });
+
+  const cache = program
+    .command('cache')
+    .description('inspect and manage a client cache directory (no mount needed; running mounts keep their pins)');
+  const CACHE_DIR = ['--cache-dir <dir>', 'the cache directory (default: the one the configuration of FQRN names)'] as const;
+  const CONFIG_ROOT = ['--config-root <dir>', 'configuration root instead of /etc/cvmfs (or $CVMFS_TS_CONFIG_ROOT)'] as const;
+  const FQRN = ['[fqrn]', 'repository whose configuration names the cache (and whose breadcrumb resolves paths)'] as const;
+  cache
+    .command('size')
+    .description('used, pinned and limit in MB')
+    .argument(...FQRN)
+    .option(...CACHE_DIR)
+    .option(...CONFIG_ROOT)
+    .option('--json', 'machine-readable output')
+    .action((fqrn, o) => runCacheCommand('size', undefined, fqrn, o));
+  cache
+    .command('list')
+    .description('cached objects, least recently used first: hash, size, type, pinned/held by, description')
+    .argument(...FQRN)
+    .option(...CACHE_DIR)
+    .option(...CONFIG_ROOT)
+    .option('--pinned', 'only pinned objects')
+    .option('--catalogs', 'only catalogs')
+    .option('--json', 'machine-readable output')
+    .action((fqrn, o) => runCacheCommand('list', undefined, fqrn, o));
+  for (const [action, description] of [
+    ['evict', 'remove a file (all its chunks) or an object from the cache, unless pinned'],
+    ['pin', 'pin a cached file or object until unpinned (never evicted)'],
+    ['unpin', 'undo pin'],
+  ] as const) {
+    cache
+      .command(action)
+      .description(description)
+      .argument('<target>', 'repository path (resolved through the cached catalogs) or object hash')
+      .argument(...FQRN)
+      .option(...CACHE_DIR)
+      .option(...CONFIG_ROOT)
+      .action((target, fqrn, o) => runCacheCommand(action, target, fqrn, o));
+  }
+  cache
+    .command('wipe')
+    .description('remove every object that is not pinned or held by a running mount')
+    .argument(...FQRN)
+    .option(...CACHE_DIR)
+    .option(...CONFIG_ROOT)
+    .action((fqrn, o) => runCacheCommand('wipe', undefined, fqrn, o));
+  cache
+    .command('rebuild')
+    .description('reconcile the quota ledger (cachedb) with the files in the cache directory')
+    .argument(...FQRN)
+    .option(...CACHE_DIR)
+    .option(...CONFIG_ROOT)
+    .action((fqrn, o) => runCacheCommand('rebuild', undefined, fqrn, o));
 
   program
     .command('demo')

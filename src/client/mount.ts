@@ -40,14 +40,14 @@ export class Mount {
     private readonly fuse: FuseAdapter,
     private readonly downloader: Downloader,
     private readonly externalDownloader: Downloader | undefined,
+    private readonly cache: DiskCache,
   ) {}
 
   static async create(o: MountOptions): Promise<Mount> {
     const config = await loadConfig(o.fqrn, { root: o.configRoot, overrides: o.overrides });
     const settings = parseSettings(config);
     const masterKeys = await loadPublicKeys(settings.publicKeyFiles);
-    const cache = new DiskCache(settings.cacheDir);
-    await cache.init();
+    const cache = await DiskCache.open(settings.cacheDir, { quotaLimitMb: settings.quotaLimitMb, log: (level, m) => o.log[level](m) });
     const downloader = new Downloader({ ...settings, userAgent: `cvmfs-ts/${VERSION}` });
     // External files come from their own hosts, through their own proxies (DIRECT by default), with
     // their own timeouts: a second download manager, as the real client's (§5.12, §7.1).
@@ -80,6 +80,7 @@ export class Mount {
           compressed: true,
           size: size > 0 ? size : undefined,
           description: `catalog ${mountPath || '/'}`,
+          pin: true, // attached catalogs stay pinned in the cache quota; unpinned when closed
         });
         return new CatalogDb(path);
       };
@@ -106,7 +107,7 @@ export class Mount {
         apply: async (next, previous) => {
           filesystem!.setTree(next.tree);
           // Lookups already under way may still use the old catalogs for a moment.
-          setTimeout(() => previous.tree.catalogs().forEach((c) => c.db.close()), CLOSE_OLD_CATALOGS_AFTER_MS).unref();
+          setTimeout(() => previous.tree.catalogs().forEach((c) => (c.db.close(), cache.quota.unpin(c.hash))), CLOSE_OLD_CATALOGS_AFTER_MS).unref();
         },
       });
       const tree = () => updater.mounted.tree;
@@ -147,7 +148,8 @@ export class Mount {
         },
         env: { ...process.env, ...Object.fromEntries(settings.parameters) },
         magicXattrsVisibility: settings.magicXattrsVisibility,
-        cacheUsage: () => ({ capacity: Math.max(settings.quotaLimitMb, 0) * 1024 * 1024, used: 0 }),
+        cacheUsage: () => ({ capacity: Math.max(settings.quotaLimitMb, 0) * 1024 * 1024, used: cache.quota.size() }),
+        pins: cache.quota,
       });
       const fuse = new FuseAdapter(filesystem, {
         mountpoint: o.mountpoint,
@@ -161,10 +163,11 @@ export class Mount {
           `${boot.offline ? ' offline' : ''}${boot.fixed ? ' (fixed root hash)' : ''}`,
       );
       if (!boot.fixed && settings.autoUpdate) updater.start();
-      return new Mount(settings, config, updater, filesystem, fuse, downloader, externalDownloader);
+      return new Mount(settings, config, updater, filesystem, fuse, downloader, externalDownloader, cache);
     } catch (e) {
       await downloader.close();
       await externalDownloader?.close();
+      await cache.close();
       throw e;
     }
   }
@@ -175,6 +178,7 @@ export class Mount {
     for (const c of this.revisions.mounted.tree.catalogs()) c.db.close();
     await this.downloader.close();
     await this.externalDownloader?.close();
+    await this.cache.close(); // flushes the LRU state, releases this mount's pins
   }
 }
 

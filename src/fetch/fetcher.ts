@@ -41,6 +41,12 @@ export interface ObjectRequest {
   /** External file (§7.1): fetched from externalUrl + path (optionally a byte range), not from data/. */
   readonly external?: { readonly path: string; readonly range?: { readonly offset: number; readonly size: number } };
   readonly signal?: AbortSignal;
+  /**
+   * Pin the object in the cache's quota manager before looking it up, so it cannot be evicted between
+   * the fetch and its use (e.g. a catalog that stays attached). It stays pinned after a successful fetch
+   * — the caller calls `cache.quota.unpin(hash)` when done — and is unpinned again if the fetch fails.
+   */
+  readonly pin?: boolean;
 }
 
 export interface FetcherOptions {
@@ -116,10 +122,23 @@ export class Fetcher {
 
   /** Path of the verified, decompressed object in the cache. */
   async fetch(req: ObjectRequest): Promise<string> {
+    if (!req.pin) return this.fetchObject(req);
+    this.cache.quota.pin(req.hash);
+    this.cache.quota.flush(); // rare (catalogs): let other mounts sharing the cache see the pin at once
+    try {
+      return await this.fetchObject(req);
+    } catch (e) {
+      this.cache.quota.unpin(req.hash);
+      throw e;
+    }
+  }
+
+  private async fetchObject(req: ObjectRequest): Promise<string> {
     if (req.signal?.aborted) throw req.signal.reason;
-    if (await this.cache.has(req.hash)) {
+    const hit = await this.cache.lookup(req.hash); // a hit is also an access for the LRU (quota touch)
+    if (hit !== undefined) {
       this.counters.hits++;
-      return this.cache.pathOf(req.hash);
+      return hit;
     }
     this.counters.misses++;
     const key = req.hash.toString();
@@ -144,9 +163,14 @@ export class Fetcher {
 
   /** Small objects read whole (certificates, catalogs' meta data, …): fetch, then read the cache file. */
   async fetchToBuffer(req: ObjectRequest): Promise<Buffer> {
-    const path = await this.fetch(req);
+    let path = await this.fetch(req);
     try {
-      return await readFile(path);
+      return await readFile(path).catch(async (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+        // Evicted between the lookup and the read (another mount sharing the cache): fetch again, once.
+        path = await this.fetchObject(req);
+        return readFile(path);
+      });
     } catch (e) {
       throw new CvmfsError('E_IO', `${req.description}: cannot read cached object ${path}: ${describeError(e)}`, {
         cause: e,
@@ -261,7 +285,7 @@ export class Fetcher {
           if (!got.overflow) await txn.quarantine(req.hash.toString()).catch(() => undefined);
           throw new ObjectSizeError(what, req.size, got.overflow ? undefined : got.size);
         }
-        const path = await txn.commit(req.hash);
+        const path = await txn.commit(req.hash, { description: req.description, kind: req.suffix === 'C' ? 'catalog' : 'regular' });
         this.counters.downloads++;
         this.counters.bytesInflated += got.size;
         return path;
