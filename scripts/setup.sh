@@ -7,6 +7,7 @@ packages=(
   python3          # shared/tools/treelist.py, the reference listing tool
   attr             # setfattr/getfattr for test trees with extended attributes
   nginx-light      # the documented nginx configuration is tested against the real server
+  squid            # proxy tests run a private squid (test/helpers/squid.ts)
   libfuse2 fuse3   # fuse-native's prebuilt binary (client)
   g++ make         # better-sqlite3 compiles from source against Node's headers
   time             # /usr/bin/time measures peak memory of publishes (tests, bench)
@@ -24,6 +25,14 @@ fi
 # nginx-light's package starts a system nginx on port 80; our tests run their own on loopback.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
   systemctl stop nginx || true
+fi
+# squid's package starts (and enables) a system squid on port 3128; the tests start their own on free
+# loopback ports and never use that one.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet squid 2>/dev/null; then
+  systemctl disable --now squid >/dev/null 2>&1 || true
+fi
+if [ -x /etc/init.d/squid ] && [ -s /run/squid.pid ] && kill -0 "$(cat /run/squid.pid)" 2>/dev/null; then
+  /etc/init.d/squid stop >/dev/null 2>&1 || true
 fi
 
 npm ci --no-audit --no-fund --loglevel=error

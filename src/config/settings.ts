@@ -31,6 +31,12 @@ export interface ClientSettings {
   readonly backoffMaxS: number;
   /** CVMFS_LOW_SPEED_LIMIT bytes/s (default 1024). */
   readonly lowSpeedLimit: number;
+  /**
+   * CVMFS_PROXY_RESET_AFTER (default 300) / CVMFS_HOST_RESET_AFTER (default 1800) seconds: how long after
+   * leaving the first proxy group / the first host the downloader goes back to it; 0 = never.
+   */
+  readonly proxyResetAfterS: number;
+  readonly hostResetAfterS: number;
   /** CVMFS_KCACHE_TIMEOUT seconds (default 60): kernel entry/attr timeouts. */
   readonly kcacheTimeoutS: number;
   /** CVMFS_CLAIM_OWNERSHIP (default yes): show the mounting user as owner of everything. */

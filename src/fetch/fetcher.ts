@@ -26,7 +26,7 @@ import { objectPath } from '../format/object-name';
 import { zlibDecompressStream } from '../format/compression';
 import { CvmfsError, FormatError, HashMismatchError, describeError } from '../errors';
 import type { CacheTransaction, DiskCache } from '../cache/disk-cache';
-import type { Downloader } from '../net/downloader';
+import { DownloadError, type Downloader } from '../net/downloader';
 
 export interface ObjectRequest {
   readonly hash: ContentHash;
@@ -256,45 +256,50 @@ export class Fetcher {
       }
     }
 
-    for (const noCache of [false, true]) {
-      const txn = await this.cache.startTransaction();
-      const sink = new VerifyingSink(req.hash.algorithm, req.compressed, txn, req.size, this.counters);
+    const txn = await this.cache.startTransaction();
+    const sink = new VerifyingSink(req.hash.algorithm, req.compressed, txn, req.size, this.counters);
+    try {
+      // The downloader calls verify() after each complete body: bad data is tried once more with
+      // no-cache headers, then on the next host (§5.12).
+      let got: Received | undefined;
       try {
         await downloader.fetch(rel, (chunk) => sink.write(chunk), {
           signal,
-          noCache,
           onRestart: () => sink.reset(),
           range: req.external?.range,
           baseUrls,
+          verify: async () => {
+            got = await sink.finish();
+            if (got.hash.equals(req.hash)) return true;
+            this.counters.badData++;
+            return false;
+          },
         });
-        const got = await sink.finish();
-        if (!got.hash.equals(req.hash)) {
-          this.counters.badData++;
-          if (!noCache) {
-            continue; // (finally aborts the transaction) a proxy may hold a corrupted copy: ask for a fresh one (§2.3)
-          }
+      } catch (e) {
+        if (e instanceof DownloadError && e.badData && got) {
           throw new HashMismatchError(what, req.hash.toString(), got.hash.toString());
         }
-        if (got.inflateError !== undefined) {
-          // The stored bytes are exactly the named object, and they are no valid zlib stream.
-          throw new FormatError(`${what}: not a valid zlib stream: ${describeError(got.inflateError)}`, {
-            cause: got.inflateError,
-          });
-        }
-        if (req.size !== undefined && (got.overflow || got.size !== req.size)) {
-          if (!got.overflow) await txn.quarantine(req.hash.toString()).catch(() => undefined);
-          throw new ObjectSizeError(what, req.size, got.overflow ? undefined : got.size);
-        }
-        const path = await txn.commit(req.hash, { description: req.description, kind: req.suffix === 'C' ? 'catalog' : 'regular' });
-        this.counters.downloads++;
-        this.counters.bytesInflated += got.size;
-        return path;
-      } finally {
-        await sink.dispose();
-        await txn.abort(); // no-op after commit/quarantine
+        throw e;
       }
+      if (!got) throw new Error('unreachable: verify was not called');
+      if (got.inflateError !== undefined) {
+        // The stored bytes are exactly the named object, and they are no valid zlib stream.
+        throw new FormatError(`${what}: not a valid zlib stream: ${describeError(got.inflateError)}`, {
+          cause: got.inflateError,
+        });
+      }
+      if (req.size !== undefined && (got.overflow || got.size !== req.size)) {
+        if (!got.overflow) await txn.quarantine(req.hash.toString()).catch(() => undefined);
+        throw new ObjectSizeError(what, req.size, got.overflow ? undefined : got.size);
+      }
+      const path = await txn.commit(req.hash, { description: req.description, kind: req.suffix === 'C' ? 'catalog' : 'regular' });
+      this.counters.downloads++;
+      this.counters.bytesInflated += got.size;
+      return path;
+    } finally {
+      await sink.dispose();
+      await txn.abort(); // no-op after commit/quarantine
     }
-    throw new Error('unreachable');
   }
 }
 

@@ -13,10 +13,15 @@
  *   host, that becomes a host failure. We give up when every host has failed.
  * - a failed attempt that already delivered bytes calls `onRestart` before the next attempt: the caller
  *   resets its hash and temporary file and the next attempt starts again from byte 0 (no byte-range resume).
+ * - bad data: when the caller passes `verify` and it rejects a complete body, the same path is tried once
+ *   more with no-cache headers; if that body is rejected too, it is a host error (next host).
+ * - reset timers: `proxyResetAfterS` after the first switch to a backup proxy group, requests start at
+ *   group 0 again (and the members of a load-balanced group that failed are forgiven after the same
+ *   time); `hostResetAfterS` after the first switch away from the first host, requests start at host 0
+ *   again. 0 turns a timer off. Checked at the start of each request, as in cvmfs.
  *
- * Deliberately simple for now (a later step refines it): no proxy/host reset timers, no proxy sharding,
- * no Geo-API ordering, no WPAD. The global "current" host and proxy only move when the failing request
- * used them, as in cvmfs.
+ * Not done: proxy sharding, Geo-API ordering, WPAD. The global "current" host and proxy only move when the
+ * failing request used them, as in cvmfs.
  *
  * Errors: `DownloadError` (code E_NETWORK, or E_NOT_FOUND when every host answered 404) names the URL and
  * the last cause. An error thrown by the sink is not a network failure: it ends the download at once and
@@ -40,6 +45,8 @@ export type DownloaderOptions = Pick<
   | 'backoffMaxS'
   | 'lowSpeedLimit'
   | 'followRedirects'
+  | 'proxyResetAfterS'
+  | 'hostResetAfterS'
 > & { readonly userAgent?: string };
 
 export interface DownloadRequestOptions {
@@ -52,6 +59,11 @@ export interface DownloadRequestOptions {
   readonly range?: { readonly offset: number; readonly size: number };
   /** Other base URLs instead of the server ring (external data hosts, §7.1); tried in order. */
   readonly baseUrls?: readonly string[];
+  /**
+   * Checks a complete body (e.g. its content hash); false = bad data: the path is tried once more with
+   * no-cache headers, then it is a host error. `onRestart` is called before the next attempt.
+   */
+  readonly verify?: () => boolean | Promise<boolean>;
 }
 
 export interface DownloadResult {
@@ -86,7 +98,10 @@ const MAX_CONNECTIONS = 16;
 const MAX_REDIRECTS = 4;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
-/** A download that failed on every host; `code` is E_NOT_FOUND when every host said 404. */
+/**
+ * A download that failed on every host; `code` is E_NOT_FOUND when every host said 404. `badData`: some
+ * host delivered a body that `verify` rejected (whatever the last failure was).
+ */
 export class DownloadError extends CvmfsError {
   constructor(
     readonly url: string,
@@ -94,6 +109,7 @@ export class DownloadError extends CvmfsError {
     readonly lastCause: string,
     notFound: boolean,
     options?: ErrorOptions,
+    readonly badData = false,
   ) {
     super(
       notFound ? 'E_NOT_FOUND' : 'E_NETWORK',
@@ -104,7 +120,7 @@ export class DownloadError extends CvmfsError {
 }
 
 /** How a failed attempt counts (§5.12). */
-type FailureKind = 'transfer' | 'host' | 'proxy';
+type FailureKind = 'transfer' | 'host' | 'proxy' | 'badData';
 
 class AttemptFailure extends Error {
   constructor(
@@ -163,6 +179,17 @@ function headerText(v: string | string[] | undefined): string {
   return Array.isArray(v) ? v.join(', ') : (v ?? '');
 }
 
+/** Where a host ring stands, and since when (performance.now() ms) it has been away from its first host. */
+interface RingState {
+  index: number;
+  awaySince: number | undefined;
+}
+
+/** True when a timer started at `since` has run for more than `seconds` (0 = never). */
+function expired(since: number | undefined, seconds: number, now: number): boolean {
+  return since !== undefined && seconds > 0 && now - since > seconds * 1000;
+}
+
 export class Downloader {
   readonly counters: DownloaderCounters = {
     downloads: 0,
@@ -176,13 +203,16 @@ export class Downloader {
   private readonly hosts: readonly string[];
   private readonly groups: readonly (readonly string[])[];
   private readonly userAgent: string;
-  private hostIndex = 0;
+  private readonly hostRing: RingState = { index: 0, awaySince: undefined };
   /** Base-URL lists given per request (external hosts) remember their own current index. */
-  private readonly otherRings = new Map<string, number>();
+  private readonly otherRings = new Map<string, RingState>();
   private groupIndex = 0;
   /** Per group: the member in use, and the members that failed since the group became current. */
   private readonly memberIndex: number[];
   private readonly burned: Set<number>[];
+  /** Reset timers (performance.now() ms): since a backup group is current; since a member failed over. */
+  private backupGroupSince: number | undefined;
+  private memberFailoverSince: number | undefined;
   private readonly pools = new Map<string, Pool>();
   private closed = false;
 
@@ -197,7 +227,7 @@ export class Downloader {
   }
 
   currentHost(): string {
-    return this.hosts[this.hostIndex];
+    return this.hosts[this.hostRing.index];
   }
 
   currentProxy(): string {
@@ -221,13 +251,21 @@ export class Downloader {
     const rel = relativePath.startsWith('/') ? relativePath : '/' + relativePath;
     const ring = ro.baseUrls ? ro.baseUrls.map((u) => u.replace(/\/+$/, '')) : this.hosts;
     if (ring.length === 0) throw new CvmfsError('E_USAGE', `no host to download ${rel} from`);
-    const ringKey = ro.baseUrls ? ring.join(';') : undefined;
-    const start = ringKey === undefined ? this.hostIndex : (this.otherRings.get(ringKey) ?? 0);
+    let ringState = this.hostRing;
+    if (ro.baseUrls) {
+      const key = ring.join(';');
+      ringState = this.otherRings.get(key) ?? { index: 0, awaySince: undefined };
+      this.otherRings.set(key, ringState);
+    }
+    this.checkResetTimers(ringState);
+    const start = ringState.index;
 
     let attempts = 0;
     let lastError: AttemptFailure | undefined;
     let notFoundEverywhere = true;
     let dirty = false; // bytes of a failed attempt are in the sink
+    let noCache = ro.noCache ?? false; // becomes true after bad data
+    let badData = false;
     const state = { delivered: 0 };
 
     const runAttempt = async (url: string, proxy: string): Promise<DownloadResult | AttemptFailure> => {
@@ -243,9 +281,9 @@ export class Downloader {
       attempts++;
       state.delivered = 0;
       const started = performance.now();
+      let bytes: number;
       try {
-        const bytes = await this.attempt(url, proxy, sink, ro, state);
-        return { host: '', proxy, bytes };
+        bytes = await this.attempt(url, proxy, sink, { ...ro, noCache }, state);
       } catch (e) {
         if (state.delivered > 0) dirty = true;
         if (e instanceof SinkFailure) throw e.error;
@@ -255,6 +293,13 @@ export class Downloader {
       } finally {
         this.counters.seconds += (performance.now() - started) / 1000;
       }
+      // An error thrown by verify, like one of the sink, is the caller's and ends the download.
+      if (ro.verify && !(await ro.verify())) {
+        dirty = true;
+        badData = true;
+        return new AttemptFailure('badData', `${url}: bad data (the body failed verification)`);
+      }
+      return { host: '', proxy, bytes };
     };
 
     try {
@@ -272,7 +317,11 @@ export class Downloader {
             if (!(outcome instanceof AttemptFailure)) break;
             lastError = outcome;
             if (outcome.status !== 404) notFoundEverywhere = false;
-            if (outcome.kind !== 'transfer' || ro.noCache || retry >= this.o.maxRetries) break;
+            if (outcome.kind === 'badData' && !noCache) {
+              noCache = true; // a cache on the way may hold a damaged copy: ask for a fresh one (§5.12)
+              continue;
+            }
+            if (outcome.kind !== 'transfer' || noCache || retry >= this.o.maxRetries) break;
             this.counters.retries++;
             const ceiling = Math.min(this.o.backoffInitS * 2 ** retry, this.o.backoffMaxS) * 1000;
             await sleep(Math.random() * ceiling, undefined, { signal: ro.signal }).catch(() => {
@@ -284,8 +333,9 @@ export class Downloader {
             return { ...outcome, host: base };
           }
           // After the retries: the path failed. A transfer error counts against the proxy, or against the
-          // host when there is no proxy (§5.12).
-          const kind = outcome.kind === 'transfer' ? (proxy === DIRECT ? 'host' : 'proxy') : outcome.kind;
+          // host when there is no proxy; bad data even without caches against the host (§5.12).
+          const kind =
+            outcome.kind === 'transfer' ? (proxy === DIRECT ? 'host' : 'proxy') : outcome.kind === 'badData' ? 'host' : outcome.kind;
           if (kind === 'host') {
             hostFailed = true;
           } else {
@@ -295,10 +345,9 @@ export class Downloader {
         }
         // Host error, or every proxy failed for this host ("trying host fail-over").
         if (!hostFailed) this.resetProxies();
-        if (ringKey === undefined) {
-          if (hostIdx === this.hostIndex) this.hostIndex = (hostIdx + 1) % ring.length;
-        } else if (hostIdx === (this.otherRings.get(ringKey) ?? 0)) {
-          this.otherRings.set(ringKey, (hostIdx + 1) % ring.length);
+        if (hostIdx === ringState.index) {
+          ringState.index = (hostIdx + 1) % ring.length;
+          ringState.awaySince = ringState.index === 0 ? undefined : (ringState.awaySince ?? performance.now());
         }
         if (h + 1 < ring.length) this.counters.hostFailovers++;
       }
@@ -308,9 +357,14 @@ export class Downloader {
     }
     this.counters.failures++;
     const last = lastError ?? new AttemptFailure('host', 'no attempt made');
-    throw new DownloadError(escapeUrl(ring[start] + rel), attempts, last.message, notFoundEverywhere && attempts > 0, {
-      cause: last.cause ?? last,
-    });
+    throw new DownloadError(
+      escapeUrl(ring[start] + rel),
+      attempts,
+      last.message,
+      notFoundEverywhere && attempts > 0,
+      { cause: last.cause ?? last },
+      badData,
+    );
   }
 
   /** Closes every keep-alive pool (in-flight requests finish first). */
@@ -343,15 +397,35 @@ export class Downloader {
     const left = this.groups[group].map((_, i) => i).filter((i) => !burned.has(i));
     if (left.length > 0) {
       this.memberIndex[group] = left[Math.floor(Math.random() * left.length)];
+      this.memberFailoverSince ??= performance.now();
     } else {
       burned.clear();
       this.groupIndex = (group + 1) % this.groups.length;
+      this.backupGroupSince = this.groupIndex === 0 ? undefined : (this.backupGroupSince ?? performance.now());
     }
   }
 
   private resetProxies(): void {
     this.groupIndex = 0;
+    this.backupGroupSince = undefined;
     for (const b of this.burned) b.clear();
+  }
+
+  /** §5.12 reset timers, at the start of a request: back to proxy group 0, fresh members, host 0. */
+  private checkResetTimers(ring: RingState): void {
+    const now = performance.now();
+    if (expired(this.backupGroupSince, this.o.proxyResetAfterS, now)) {
+      this.resetProxies();
+    }
+    if (expired(this.memberFailoverSince, this.o.proxyResetAfterS, now)) {
+      this.memberFailoverSince = undefined;
+      for (const b of this.burned) b.clear();
+      this.memberIndex.forEach((_, g) => (this.memberIndex[g] = Math.floor(Math.random() * this.groups[g].length)));
+    }
+    if (expired(ring.awaySince, this.o.hostResetAfterS, now)) {
+      ring.index = 0;
+      ring.awaySince = undefined;
+    }
   }
 
   private pool(origin: string, timeoutMs: number): Pool {
@@ -394,18 +468,28 @@ export class Downloader {
         headers.host = target.authority;
       }
 
+      // undici's own timeouts of a second or more tick coarsely (up to a second late): connecting and
+      // waiting for the response headers together get an exact deadline of their own.
+      const deadline = new AbortController();
+      const timer = setTimeout(
+        () => deadline.abort(new AttemptFailure('transfer', `${url}: timeout (no response within ${timeoutMs / 1000} s)`)),
+        timeoutMs,
+      );
       let res;
       try {
         res = await pool.request({
           method: 'GET',
           path,
           headers,
-          signal: ro.signal,
+          signal: ro.signal ? AbortSignal.any([ro.signal, deadline.signal]) : deadline.signal,
           headersTimeout: timeoutMs,
           bodyTimeout: timeoutMs,
         });
       } catch (e) {
+        if (deadline.signal.aborted && !ro.signal?.aborted) throw deadline.signal.reason as AttemptFailure;
         throw this.classifyError(e, direct, url);
+      } finally {
+        clearTimeout(timer);
       }
 
       const status = res.statusCode;

@@ -46,6 +46,8 @@ t.test('every default', async (t) => {
   t.equal(s.backoffInitS, 2);
   t.equal(s.backoffMaxS, 10);
   t.equal(s.lowSpeedLimit, 1024);
+  t.equal(s.proxyResetAfterS, 300);
+  t.equal(s.hostResetAfterS, 1800);
   t.equal(s.kcacheTimeoutS, 60);
   t.equal(s.claimOwnership, true);
   t.equal(s.uidMap, undefined);
@@ -70,6 +72,8 @@ t.test('values override the defaults; empty values count as unset', async (t) =>
       CVMFS_BACKOFF_INIT: '3',
       CVMFS_BACKOFF_MAX: '30',
       CVMFS_LOW_SPEED_LIMIT: '100',
+      CVMFS_PROXY_RESET_AFTER: '0',
+      CVMFS_HOST_RESET_AFTER: '60',
       CVMFS_KCACHE_TIMEOUT: '-5',
       CVMFS_MAX_TTL: '15',
       CVMFS_AUTO_UPDATE: 'no',
@@ -87,6 +91,8 @@ t.test('values override the defaults; empty values count as unset', async (t) =>
   t.equal(s.backoffInitS, 3);
   t.equal(s.backoffMaxS, 30);
   t.equal(s.lowSpeedLimit, 100);
+  t.equal(s.proxyResetAfterS, 0);
+  t.equal(s.hostResetAfterS, 60);
   t.equal(s.kcacheTimeoutS, 0, 'negative kernel cache timeout clamps to 0');
   t.equal(s.maxTtlMinutes, 15);
   t.equal(s.autoUpdate, false);

@@ -297,3 +297,109 @@ t.test('sink errors and aborts end the download at once', async (t) => {
   await rejects(t, d3.fetch('/a', () => undefined), 'E_NETWORK', /cannot restart/, 'no onRestart');
   t.equal(reset.seen.length, 1);
 });
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+t.test('reset timers: back to proxy group 0 after proxyResetAfterS (0 = never)', async (t) => {
+  const origin = await startServer(t, serveBody());
+  let down = true;
+  const primary = await startProxy(t, (_req, res) => {
+    if (!down) return false;
+    res.writeHead(502, { 'x-squid-error': 'ERR_CONNECT_FAIL 111', 'content-length': '0' }).end();
+    return true;
+  });
+  const backup = await startProxy(t);
+  const groups = [[primary.url], [backup.url]];
+  const d = downloader(t, testOptions({ serverUrls: [origin.url], proxyGroups: groups, proxyResetAfterS: 0.3 }));
+  const never = downloader(t, testOptions({ serverUrls: [origin.url], proxyGroups: groups, proxyResetAfterS: 0 }));
+  t.equal((await d.fetch('/a', () => undefined)).proxy, backup.url, 'the dead primary group fails over');
+  t.equal((await never.fetch('/a', () => undefined)).proxy, backup.url);
+  t.equal(primary.seen.length, 2);
+  down = false;
+  t.equal((await d.fetch('/b', () => undefined)).proxy, backup.url, 'before the reset time: still the backup group');
+  t.equal(primary.seen.length, 2, 'the primary is not asked');
+  await pause(450);
+  t.equal((await d.fetch('/c', () => undefined)).proxy, primary.url, 'after it: group 0 again');
+  t.equal(d.currentProxy(), primary.url);
+  t.equal((await never.fetch('/c', () => undefined)).proxy, backup.url, 'proxyResetAfterS 0: no reset');
+});
+
+t.test('reset timers: back to host 0 after hostResetAfterS, timed from the first switch', async (t) => {
+  let failing = true;
+  const first = await startServer(t, (req, res) => {
+    if (failing) res.writeHead(503, { 'content-length': '0' }).end();
+    else serveBody()(req, res);
+  });
+  const second = await startServer(t, serveBody());
+  const d = downloader(t, testOptions({ serverUrls: [first.url, second.url], hostResetAfterS: 0.4 }));
+  t.equal((await d.fetch('/a', () => undefined)).host, second.url);
+  t.equal(d.currentHost(), second.url);
+  failing = false;
+  await pause(200);
+  t.equal((await d.fetch('/b', () => undefined)).host, second.url, 'before the reset time: the second host');
+  t.equal(first.seen.length, 1);
+  await pause(300);
+  t.equal(d.currentHost(), second.url, 'the reset happens at the start of a request');
+  t.equal((await d.fetch('/c', () => undefined)).host, first.url, 'after it: host 0 again');
+  t.equal(d.currentHost(), first.url);
+  t.equal(first.seen.length, 2);
+});
+
+t.test('bad data (verify): once more with no-cache on the same path, then the next host', async (t) => {
+  const damaged = Buffer.from(BODY);
+  damaged[500] ^= 1;
+  const bad = await startServer(t, serveBody(damaged));
+  const good = await startServer(t, serveBody());
+  const d = downloader(t, testOptions({ serverUrls: [bad.url, good.url] }));
+  const c = collector();
+  const verify = () => c.bytes().equals(BODY);
+  const r = await d.fetch('/a', c.sink, { onRestart: c.reset, verify });
+  t.equal(r.host, good.url);
+  t.same(c.bytes(), BODY);
+  t.equal(c.restarts, 2, 'the sink restarted after each rejected body');
+  t.same(bad.seen.map((s) => s.headers.pragma), ['', 'no-cache'], 'the same host again, with no-cache');
+  t.equal(good.seen[0].headers['cache-control'], 'no-cache', 'the request stays no-cache');
+  t.equal(d.currentHost(), good.url, 'bad data twice is a host error');
+
+  // A damaged copy in a proxy: the no-cache request through the same proxy heals it, no failover.
+  const origin = await startServer(t, serveBody());
+  const proxy = await startProxy(t, (req, res) => {
+    if (req.headers.pragma === 'no-cache') return false;
+    res.writeHead(200, { 'content-length': damaged.length }).end(damaged);
+    return true;
+  });
+  const d2 = downloader(t, testOptions({ serverUrls: [origin.url, good.url], proxyGroups: [[proxy.url]] }));
+  const c2 = collector();
+  const r2 = await d2.fetch('/a', c2.sink, { onRestart: c2.reset, verify: () => c2.bytes().equals(BODY) });
+  t.same([r2.host, r2.proxy], [origin.url, proxy.url]);
+  t.same(c2.bytes(), BODY);
+  t.equal(d2.counters.hostFailovers + d2.counters.proxyFailovers, 0);
+
+  // Bad everywhere: a typed error that says so.
+  const d3 = downloader(t, testOptions({ serverUrls: [bad.url] }));
+  const c3 = collector();
+  const e = await rejects(t, d3.fetch('/a', c3.sink, { onRestart: c3.reset, verify: () => false }), 'E_NETWORK', /bad data/, 'bad everywhere');
+  t.equal((e as DownloadError).badData, true);
+  t.equal((e as DownloadError).attempts, 2);
+  // An error thrown by verify is the caller's: it ends the download unchanged.
+  const boom = new Error('verify broke');
+  await t.rejects(
+    d3.fetch('/a', () => undefined, {
+      verify: () => {
+        throw boom;
+      },
+    }),
+    boom,
+  );
+});
+
+t.test('timeouts are exact: hosts that never answer cost (retries + 1) × timeout each', async (t) => {
+  const mute1 = await startServer(t, () => undefined);
+  const mute2 = await startServer(t, () => undefined);
+  const d = downloader(t, testOptions({ serverUrls: [mute1.url, mute2.url], timeoutDirectS: 1, maxRetries: 1, backoffInitS: 0, backoffMaxS: 0 }));
+  const started = performance.now();
+  await rejects(t, d.fetch('/a', () => undefined), 'E_NETWORK', /timeout \(no response within 1 s\)/, 'mute hosts');
+  const elapsed = (performance.now() - started) / 1000;
+  t.same([mute1.seen.length, mute2.seen.length], [2, 2], 'two attempts per host');
+  t.ok(elapsed >= 3.9 && elapsed < 4.6, `4 attempts × 1 s took ${elapsed.toFixed(2)} s`);
+});

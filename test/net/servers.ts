@@ -110,6 +110,8 @@ export function testOptions(over: Partial<DownloaderOptions> & Pick<DownloaderOp
     backoffMaxS: 0.02,
     lowSpeedLimit: 1024,
     followRedirects: false,
+    proxyResetAfterS: 300,
+    hostResetAfterS: 1800,
     ...over,
   };
 }
