@@ -213,7 +213,9 @@ export class Filesystem {
         description: file.resolved.path,
         external: e.flags.external ? { path: file.resolved.path } : undefined,
       });
-      file.whole.catch(() => (file.whole = undefined)); // a failed fetch may succeed on the next read
+      // A failed fetch fails this handle's later reads at once (the kernel retries a failed page
+      // read, which would pay the whole failover budget again); a new open tries again.
+      file.whole.catch(() => undefined);
     }
     return file.whole;
   }
@@ -231,7 +233,7 @@ export class Filesystem {
         description: `${file.resolved.path} chunk ${index} at ${chunk.offset}`,
         external: e.flags.external ? { path: file.resolved.path, range: { offset: chunk.offset, size: chunk.size } } : undefined,
       });
-      pending.catch(() => file.chunkHandles.delete(index));
+      pending.catch(() => undefined); // kept: later reads of this chunk fail at once, as above
       file.chunkHandles.set(index, pending);
       // Sequential readers move forward: keep only the most recent few chunk files open.
       if (file.chunkHandles.size > MAX_CHUNK_HANDLES) {
