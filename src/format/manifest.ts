@@ -53,8 +53,10 @@ function requireKey(values: Map<string, string>, key: string): string {
 function decimal(values: Map<string, string>, key: string): number | undefined {
   const text = values.get(key);
   if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text)) throw new FormatError(`manifest line '${key}${text}' is not a number`);
-  return Number(text);
+  const n = Number(text);
+  // Beyond 2^53 a JS number is no longer exact (and 309 digits are Infinity): refuse rather than round.
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new FormatError(`manifest line '${key}${text}' is not a number`);
+  return n;
 }
 
 function hashValue(values: Map<string, string>, key: string): ContentHash | undefined {
