@@ -24,6 +24,9 @@ export function processStartTicks(pid: number | 'self'): string | undefined {
   }
   // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ')'.
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // A zombie (Z) or dead (X) process has ended: it keeps its /proc entry only until it is reaped,
+  // which may be never where PID 1 does not reap (containers).
+  if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
   return fields[22 - 3];
 }
 

@@ -124,11 +124,16 @@ t.test('a failed fetch releases its pin; an object gone before its open is fetch
   fetcher.failNext = true;
   await t.rejects(fs.read(h, buf, 10, 0), /download failed/);
   t.equal(pins.total(), 0, 'pin released with the failure');
+  const fetchesBefore = fetcher.fetched.length;
+  await t.rejects(fs.read(h, buf, 10, 0), /download failed/, 'the handle remembers the failure');
+  t.equal(fetcher.fetched.length, fetchesBefore, '... without downloading again');
+  await fs.release(h);
+  const h2 = await fs.open('/whole', 0);
   fetcher.vanishOnce.add(hashOf('/whole').toString());
-  t.equal(await fs.read(h, buf, 50, 0), 50, 'read works: evicted between fetch and open → fetched again');
+  t.equal(await fs.read(h2, buf, 50, 0), 50, 'a new open works: evicted between fetch and open → fetched again');
   t.equal(fetcher.fetched.length, 3);
   t.equal(pins.total(), 1);
-  await fs.release(h);
+  await fs.release(h2);
   t.equal(pins.total(), 0);
 });
 

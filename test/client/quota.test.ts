@@ -1,6 +1,6 @@
 /**
  * Disk cache management end to end (§5.9, §5.10): a mount with CVMFS_QUOTA_LIMIT=15 (MB) serving a
- * 40 MiB repository to 8 parallel readers keeps its cache directory under the limit by LRU cleanup
+ * 48 MiB repository (3.5× the limit) to 8 parallel readers keeps its cache directory under the limit by LRU cleanup
  * down to half, never evicts what an open file reads, reports its use through statfs, and keeps its
  * LRU state across a restart; two repositories mounted on one shared cache directory
  * (CVMFS_SHARED_CACHE) read concurrently under one quota; a daemon SIGKILLed at random moments leaves
@@ -161,11 +161,11 @@ function ledger(cacheDir: string): { rows: { sha1: string; acseq: number; size: 
   }
 }
 
-t.test('CVMFS_QUOTA_LIMIT=15: 8 readers over 40 MiB, LRU cleanup, an open file survives, state survives a restart', async (t) => {
+t.test('CVMFS_QUOTA_LIMIT=15: 8 readers over 48 MiB, LRU cleanup, an open file survives, state survives a restart', async (t) => {
   const dir = await tempDir(t);
   const fqrn = 'quota.cvmfs.io';
   const held = pseudoRandomBytes(4 * MiB, 4242);
-  const p = await publishFiles(t, dir, fqrn, 40, 1, { 'held.bin': held });
+  const p = await publishFiles(t, dir, fqrn, 48, 1, { 'held.bin': held });
   const spec = { fqrn, serverUrl: p.server.url, publicKey: p.publicKey, config: [`CVMFS_QUOTA_LIMIT=${LIMIT_MB}`] };
   const m = await mountRepository(t, dir, spec);
   const cacheDir = join(m.cacheBase, 'shared');
@@ -194,7 +194,7 @@ t.test('CVMFS_QUOTA_LIMIT=15: 8 readers over 40 MiB, LRU cleanup, an open file s
   }
   t.comment(measurements.join('\n'));
   const downloads = p.server.requests().filter((l) => l.includes('/data/')).length;
-  t.ok(downloads > 40 + 20, `objects were evicted and downloaded again (${downloads} object requests)`);
+  t.ok(downloads > 48 + 20, `objects were evicted and downloaded again (${downloads} object requests)`);
 
   // The held file's object was pinned the whole time: still cached, and the rest reads right.
   const heldFile = join(cacheDir, heldHash.slice(0, 2), heldHash.slice(2));
