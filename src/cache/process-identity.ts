@@ -47,7 +47,11 @@ export function selfIdentity(): ProcessIdentity {
 /** Whether the process `id` names is still running (not merely some process with its pid). */
 export function isAlive(id: ProcessIdentity): boolean {
   if (id.pid === process.pid) return id.start === selfIdentity().start;
-  if (id.start !== '' && hasProc()) return processStartTicks(id.pid) === id.start;
+  if (hasProc()) {
+    // /proc knows: a running process has a start time (zombies do not count, see processStartTicks).
+    const start = processStartTicks(id.pid);
+    return start !== undefined && (id.start === '' || start === id.start);
+  }
   try {
     process.kill(id.pid, 0);
     return true;
