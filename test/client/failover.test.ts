@@ -8,12 +8,10 @@
  * Only async reads here: the servers are other processes, but nothing in this process may block.
  */
 import t, { type Test } from 'tap';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { publish } from '../../src/publish/publisher';
-import { keyFiles } from '../../src/publish/keys';
 import { pseudoRandomBytes } from '../../src/demo/demo-tree';
-import { tempDir, testKeys } from '../helpers/repo';
+import { tempDir, publishFileMap, type PublishedFiles } from '../helpers/repo';
 import { mountRepository, type TestMount } from '../helpers/mount';
 import { serveRepository } from '../helpers/serve';
 import { startFaultServer, type FaultMode, type FaultServer } from '../helpers/fault-server';
@@ -31,32 +29,18 @@ const FAST = [
   'CVMFS_HOST_RESET_AFTER=1',
 ];
 
-interface Fixture {
-  repoDir: string;
-  pub: string;
-  /** Relative path → contents. */
-  files: Map<string, Buffer>;
-}
+type Fixture = PublishedFiles;
 
 let fixture: Promise<Fixture> | undefined;
 
 /** One repository for every test: small text files, incompressible files and a chunked one. */
 function repository(): Promise<Fixture> {
   return (fixture ??= (async () => {
-    const dir = await tempDir(t, 'cvmfs-ts-failover-');
-    const src = join(dir, 'src');
-    const repoDir = join(dir, 'repo');
     const files = new Map<string, Buffer>();
     for (let i = 0; i < 8; i++) files.set(`text/t${i}.txt`, Buffer.from(`text file ${i}\n`.repeat(200 + i * 50)));
     for (let i = 0; i < 6; i++) files.set(`random/r${i}.bin`, pseudoRandomBytes(40_000 + i * 7_000, 100 + i));
     files.set('big/chunked.bin', pseudoRandomBytes(3 << 20, 7));
-    for (const [rel, data] of files) {
-      await mkdir(join(src, rel, '..'), { recursive: true });
-      await writeFile(join(src, rel), data);
-    }
-    const keys = await testKeys(FQRN);
-    await publish({ fqrn: FQRN, source: src, repoDir, keysDir: keys, chunking: { min: 256 << 10, avg: 512 << 10, max: 1 << 20 } });
-    return { repoDir, pub: keyFiles(FQRN, keys).masterPublicKey, files };
+    return publishFileMap(t, FQRN, files);
   })());
 }
 

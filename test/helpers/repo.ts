@@ -1,5 +1,5 @@
 /** Shared set-up for tests that publish: keys made once per process, temp dirs, listings. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -8,6 +8,7 @@ import { Repository } from '../../src/repository/repository';
 import type { ObjectSource } from '../../src/repository/object-source';
 import { DirectorySource } from '../../src/repository/object-source';
 import { listTree, formatTreeListing } from '../../src/repository/tree-listing';
+import { publish } from '../../src/publish/publisher';
 
 export const SHARED = resolve(__dirname, '../../../shared');
 export const TREELIST = join(SHARED, 'tools', 'treelist.py');
@@ -66,4 +67,35 @@ export class PinnedManifestSource extends DirectorySource {
   override async get(relativePath: string): Promise<Buffer> {
     return relativePath === '.cvmfspublished' ? this.manifest : super.get(relativePath);
   }
+}
+
+export interface PublishedFiles {
+  repoDir: string;
+  /** The master public key file. */
+  pub: string;
+  /** Relative path → contents, as published. */
+  files: Map<string, Buffer>;
+}
+
+/**
+ * Writes `files` (relative path → contents) into a source tree, lets `prepare` add to it, and
+ * publishes it with 256 KiB / 512 KiB / 1 MiB chunks.
+ */
+export async function publishFileMap(
+  t: { teardown(fn: () => unknown): void },
+  fqrn: string,
+  files: Map<string, Buffer>,
+  prepare?: (src: string) => Promise<void>,
+): Promise<PublishedFiles> {
+  const dir = await tempDir(t, 'cvmfs-ts-files-');
+  const src = join(dir, 'src');
+  const repoDir = join(dir, 'repo');
+  for (const [rel, data] of files) {
+    await mkdir(join(src, rel, '..'), { recursive: true });
+    await writeFile(join(src, rel), data);
+  }
+  await prepare?.(src);
+  const keys = await testKeys(fqrn);
+  await publish({ fqrn, source: src, repoDir, keysDir: keys, chunking: { min: 256 << 10, avg: 512 << 10, max: 1 << 20 } });
+  return { repoDir, pub: keyFiles(fqrn, keys).masterPublicKey, files };
 }

@@ -5,12 +5,10 @@
  * error for a dead server (X-Squid-Error) leads to the next server.
  */
 import t, { type Test } from 'tap';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { publish } from '../../src/publish/publisher';
-import { keyFiles } from '../../src/publish/keys';
 import { pseudoRandomBytes } from '../../src/demo/demo-tree';
-import { tempDir, testKeys } from '../helpers/repo';
+import { tempDir, publishFileMap, type PublishedFiles } from '../helpers/repo';
 import { mountRepository, type TestMount } from '../helpers/mount';
 import { serveRepository, type ServedRepository } from '../helpers/serve';
 import { isHit, squidMissing, startSquid, type AccessLogEntry } from '../helpers/squid';
@@ -20,31 +18,17 @@ const FQRN = 'squid.cvmfs.io';
 const FAST = ['CVMFS_TIMEOUT=2', 'CVMFS_TIMEOUT_DIRECT=2', 'CVMFS_MAX_RETRIES=1', 'CVMFS_BACKOFF_INIT=0', 'CVMFS_BACKOFF_MAX=0'];
 const noSquid = squidMissing();
 
-interface Fixture {
-  repoDir: string;
-  pub: string;
-  files: Map<string, Buffer>;
-}
+type Fixture = PublishedFiles;
 
 let fixture: Promise<Fixture> | undefined;
 
 function repository(): Promise<Fixture> {
   return (fixture ??= (async () => {
-    const dir = await tempDir(t, 'cvmfs-ts-squid-repo-');
-    const src = join(dir, 'src');
-    const repoDir = join(dir, 'repo');
     const files = new Map<string, Buffer>();
     for (let i = 0; i < 5; i++) files.set(`text/t${i}.txt`, Buffer.from(`line ${i}\n`.repeat(100 + i * 40)));
     for (let i = 0; i < 4; i++) files.set(`random/r${i}.bin`, pseudoRandomBytes(30_000 + i * 9_000, 50 + i));
     files.set('nested/chunked.bin', pseudoRandomBytes(2 << 20, 3));
-    for (const [rel, data] of files) {
-      await mkdir(join(src, rel, '..'), { recursive: true });
-      await writeFile(join(src, rel), data);
-    }
-    await writeFile(join(src, 'nested', '.cvmfscatalog'), '');
-    const keys = await testKeys(FQRN);
-    await publish({ fqrn: FQRN, source: src, repoDir, keysDir: keys, chunking: { min: 256 << 10, avg: 512 << 10, max: 1 << 20 } });
-    return { repoDir, pub: keyFiles(FQRN, keys).masterPublicKey, files };
+    return publishFileMap(t, FQRN, files, (src) => writeFile(join(src, 'nested', '.cvmfscatalog'), ''));
   })());
 }
 
