@@ -3,6 +3,7 @@
  * little-endian signed 64-bit integers. Kept as bigint so no bit is lost in JavaScript.
  */
 import { createHash } from 'node:crypto';
+import { CvmfsError } from '../errors';
 
 export interface PathKey {
   readonly md5path1: bigint;
@@ -21,4 +22,11 @@ export const ROOT_PARENT_KEY: PathKey = { md5path1: 0n, md5path2: 0n };
 export function parentPath(path: string): string | undefined {
   if (path === '') return undefined;
   return path.slice(0, path.lastIndexOf('/'));
+}
+
+/** Normalizes "/a/b/" or "a/b" to catalog notation "/a/b"; "/" is the root "". */
+export function repositoryPath(path: string): string {
+  const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) throw new CvmfsError('E_USAGE', `path '${path}' must not contain '..'`);
+  return parts.length === 0 ? '' : `/${parts.join('/')}`;
 }

@@ -8,6 +8,7 @@ import { openSource } from '../repository/object-source';
 import type { CatalogEntry } from '../catalog/catalog-db';
 import type { Counters } from '../format/catalog-schema';
 import { verifyRepository, type VerifyReport } from '../repository/verify';
+import { repositoryPath } from '../format/path-key';
 import { CvmfsError } from '../errors';
 
 export interface InspectOptions {
@@ -54,12 +55,8 @@ function totalEntries(c: Counters): number {
   return c.regular + c.symlink + c.special + c.dir;
 }
 
-/** Normalizes "/a/b/" or "a/b" to catalog notation "/a/b"; "/" is the root "". */
-export function repositoryPath(path: string): string {
-  const parts = path.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.includes('..')) throw new CvmfsError('E_USAGE', `path '${path}' must not contain '..'`);
-  return parts.length === 0 ? '' : `/${parts.join('/')}`;
-}
+/** Kept exported here for existing callers; it lives in format/ so the publisher can use it too. */
+export { repositoryPath };
 
 export async function inspect(o: InspectOptions): Promise<InspectReport> {
   const repo = await Repository.open(openSource(o.location), { fqrn: o.fqrn, masterKeys: o.masterKeys, now: o.now });

@@ -23,7 +23,8 @@ export interface NewEntry {
   readonly uid: number;
   readonly gid: number;
   readonly mtime: number;
-  readonly mtimens: number;
+  /** null: unknown, as in a row carried over from a catalog older than schema revision 7. */
+  readonly mtimens: number | null;
   /** Regular file: bytes; directory: st_size; symlink: target length; device: rdev. */
   readonly size: number;
   readonly linkCount: number;
@@ -34,6 +35,8 @@ export interface NewEntry {
   readonly compression?: Compression;
   /** Regular file whose content lives on the external data server, not in data/ (§7.1). */
   readonly external?: boolean;
+  /** Regular file the client opens with direct I/O (flag 0x10000); only ever carried over. */
+  readonly directIo?: boolean;
   readonly symlink?: string;
   readonly xattrs?: XattrMap;
   readonly nestedMountpoint?: boolean;
@@ -60,6 +63,7 @@ export class CatalogWriter {
   private readonly insertEntry: Database.Statement;
   private readonly insertChunk: Database.Statement;
   private readonly insertNested: Database.Statement;
+  private readonly insertBind: Database.Statement;
   readonly counters: CatalogCounters = { self: zeroCounters(), subtree: zeroCounters() };
   private lastHardlinkGroup = 0;
 
@@ -78,6 +82,7 @@ export class CatalogWriter {
     );
     this.insertChunk = this.db.prepare('INSERT INTO chunks (md5path_1, md5path_2, offset, size, hash) VALUES (?, ?, ?, ?, ?)');
     this.insertNested = this.db.prepare('INSERT INTO nested_catalogs (path, sha1, size) VALUES (?, ?, ?)');
+    this.insertBind = this.db.prepare('INSERT INTO bind_mountpoints (path, sha1, size) VALUES (?, ?, ?)');
     this.db.exec('BEGIN');
   }
 
@@ -100,6 +105,7 @@ export class CatalogWriter {
       hidden: e.hidden,
       chunked,
       external: e.external,
+      directIo: e.directIo,
       compression: e.compression ?? Compression.Zlib,
       algorithm: e.hash || chunked ? e.algorithm : undefined,
     });
@@ -155,10 +161,27 @@ export class CatalogWriter {
 
   /** Registers a finished direct child catalog and folds its counters into `subtree_`. */
   addNestedCatalog(path: string, hash: ContentHash, uncompressedSize: number, child: CatalogCounters): void {
+    this.referenceNestedCatalog(path, hash, uncompressedSize);
+    this.addSubtreeCounters(child.self);
+    this.addSubtreeCounters(child.subtree);
+  }
+
+  /**
+   * Registers a direct child catalog without its counters, for a child whose counters are only
+   * known later as part of a sum: the caller must pass them to addSubtreeCounters before finish.
+   */
+  referenceNestedCatalog(path: string, hash: ContentHash, uncompressedSize: number): void {
     this.insertNested.run(path, hash.toString(), uncompressedSize);
     this.counters.self.nested++;
-    addCounters(this.counters.subtree, child.self);
-    addCounters(this.counters.subtree, child.subtree);
+  }
+
+  addSubtreeCounters(c: Counters): void {
+    addCounters(this.counters.subtree, c);
+  }
+
+  /** Registers a bind mountpoint (§7.2); the grafted root catalog counts in no counter. */
+  addBindMountpoint(path: string, hash: ContentHash, uncompressedSize: number): void {
+    this.insertBind.run(path, hash.toString(), uncompressedSize);
   }
 
   /** Writes statistics and properties and closes the database. */

@@ -17,13 +17,23 @@ import { DEFAULT_TTL_SECONDS } from '../format/catalog-schema';
 import { parseDirtab, dirtabMatches, type Dirtab } from '../format/dirtab';
 import { signManifest, ROOT_PATH_MD5 } from '../format/manifest';
 import { createWhitelist, signWhitelist } from '../format/whitelist';
-import { CatalogDb } from '../catalog/catalog-db';
+import { CatalogDb, type CatalogEntry, type CatalogReference } from '../catalog/catalog-db';
+import { repositoryPath } from '../format/path-key';
 import { Repository } from '../repository/repository';
 import { DirectorySource } from '../repository/object-source';
 import { HashOnlyStore, ObjectStore, ioError, type ContentStore, type StoreStats } from './object-store';
 import { CatalogWriter, type CatalogCounters, type NewEntry } from './catalog-writer';
 import { ingestFile, type IngestedContent } from './file-ingest';
 import { listDirectory, lstatSource, readSymlink, readXattrs, type SourceEntry } from './source-tree';
+import {
+  PreviousTree,
+  carriedEntry,
+  isDirectoryChild,
+  unionChildren,
+  type PreviousCatalog,
+  type PreviousDir,
+  type UnionChild,
+} from './previous-tree';
 import { loadKeys } from './keys';
 import { CvmfsError, SourceError } from '../errors';
 
@@ -53,6 +63,32 @@ export interface PublishOptions {
   external?: boolean;
   now?: Date;
   progress?: PublishProgress;
+  /**
+   * Union ("ingest") mode, like `cvmfs_server ingest`: the new revision is the previous one
+   * overlaid by `source`, which then holds only what is added or replaced, e.g. a staging
+   * directory of new container layers. Per directory, a name the source has is published from
+   * the source (a directory in both keeps the source's attributes and is merged again below);
+   * a name only the previous revision has is carried over unchanged: files, symlinks and
+   * special files as their previous rows (content hash, chunks, flags, xattrs, mode, owner,
+   * times; hardlink groups renumbered, and dropped when one member is left), directories merged
+   * the same way, and nested catalogs the source does not touch kept by reference (same object,
+   * size and counters; their rows are not read). A directory that was a nested catalog stays
+   * one. Nothing is deleted. Dirtab rules come from the source's own `.cvmfsdirtab` and apply
+   * to the source's directories only. Without a previous revision this is a plain publish.
+   *
+   * An image ingest needs nothing more than
+   * `publish({ fqrn, repoDir, keysDir, source: stagingDir, union: true, nestedCatalogs: layerDirs })`.
+   */
+  union?: boolean;
+  /**
+   * Directories that start a nested catalog although they hold no `.cvmfscatalog` file, and get
+   * none (a container layer's root must show exactly the layer's files; the client only needs
+   * the catalog structure: the mountpoint row (flag 2) in the parent, the root row (flag 32) in
+   * the nested catalog, the parent's `nested_catalogs` row). Repository paths, with or without
+   * the leading slash (`/.layers`, `.layers/ab/<hex>/layerfs`); each must name a directory of
+   * `source`, not the root, and its parent directories must be real directories too.
+   */
+  nestedCatalogs?: readonly string[];
 }
 
 export interface PublishResult {
@@ -61,7 +97,10 @@ export interface PublishResult {
   entries: number;
   fileBytes: number;
   catalogsWritten: number;
+  /** Previous catalogs kept: rebuilt identical, or (union) carried over by reference. */
   catalogsReused: number;
+  /** Union mode: rows copied from the previous revision (rows inside catalogs kept by reference not counted). */
+  entriesCarried: number;
   objects: StoreStats;
 }
 
@@ -70,15 +109,24 @@ const INGEST_CONCURRENCY = 4;
 const DIRTAB = '.cvmfsdirtab';
 const MASTER_REPLICA_TEXT = 'This file marks the repository as replicatable to stratum 1 servers\n';
 
-interface PreviousCatalog {
-  hash: ContentHash;
-  db: CatalogDb;
-}
-
 /** One catalog under construction, with where it hangs in the tree. */
 interface CatalogBuild {
   writer: CatalogWriter;
   mountPath: string;
+  /**
+   * Union mode: nested catalogs referenced unchanged, by the previous catalog that listed them;
+   * their counters are added as one sum when the build finishes (PreviousTree.contribution).
+   */
+  carried: Map<PreviousCatalog, CatalogReference[]>;
+}
+
+/** Numbers the groups among `members` (one key per member) that have more than one member, in order of appearance. */
+function numberGroups<K>(members: Iterable<K>, writer: CatalogWriter): Map<K, { id: number; count: number }> {
+  const counts = new Map<K, number>();
+  for (const k of members) counts.set(k, (counts.get(k) ?? 0) + 1);
+  const groups = new Map<K, { id: number; count: number }>();
+  for (const [k, count] of counts) if (count > 1) groups.set(k, { id: writer.newHardlinkGroup(), count });
+  return groups;
 }
 
 function kindOf(stats: BigIntStats): EntryKind {
@@ -98,8 +146,13 @@ export class Publisher {
   private readonly now: Date;
   private readonly txnDir: string;
   private previous: Repository | undefined;
+  /** Set in union mode when there is a previous revision. */
+  private previousTree: PreviousTree | undefined;
   private dirtab: Dirtab | undefined;
+  /** `nestedCatalogs` in catalog notation. */
+  private requestedCatalogs = new Set<string>();
   private entries = 0;
+  private entriesCarried = 0;
   private fileBytes = 0;
   private catalogsWritten = 0;
   private catalogsReused = 0;
@@ -127,6 +180,8 @@ export class Publisher {
     const unlock = await this.lock();
     try {
       this.previous = await this.openPrevious();
+      if (this.o.union && this.previous) this.previousTree = new PreviousTree(this.previous);
+      this.requestedCatalogs = await this.readRequestedCatalogs(sourceRoot);
       this.dirtab = await this.readDirtab(sourceRoot);
       const revision = (this.previous?.manifest.revision ?? 0) + 1;
       const root = await this.publishTree(sourceRoot, rootStats, revision);
@@ -162,6 +217,7 @@ export class Publisher {
         fileBytes: this.fileBytes,
         catalogsWritten: this.catalogsWritten,
         catalogsReused: this.catalogsReused,
+        entriesCarried: this.entriesCarried,
         objects: this.store.stats,
       };
     } finally {
@@ -218,34 +274,65 @@ export class Publisher {
     }
   }
 
+  /**
+   * `nestedCatalogs` in catalog notation, each checked now to be a directory of the source, so
+   * that a wrong path fails before anything is written, not after a long ingest.
+   */
+  private async readRequestedCatalogs(sourceRoot: string): Promise<Set<string>> {
+    const paths = new Set<string>();
+    for (const given of this.o.nestedCatalogs ?? []) {
+      const path = repositoryPath(given);
+      if (path === '') throw new CvmfsError('E_USAGE', `nestedCatalogs: '${given}' is the repository root, which always has its own catalog`);
+      let absPath = sourceRoot;
+      for (const part of path.slice(1).split('/')) {
+        absPath = join(absPath, part);
+        // lstat, as the walk does: a symlink to a directory is not walked into.
+        const stats = await lstatSource(absPath).catch((e: unknown) => {
+          throw new SourceError(absPath, `does not exist, but nestedCatalogs names ${path}`, { cause: e });
+        });
+        if (!stats.isDirectory()) throw new SourceError(absPath, `is not a directory, but nestedCatalogs names ${path}`);
+      }
+      paths.add(path);
+    }
+    return paths;
+  }
+
   private async publishTree(sourceRoot: string, rootStats: BigIntStats, revision: number): Promise<{ hash: ContentHash; size: number }> {
     const root = this.newCatalog('');
-    await this.publishDirectory(sourceRoot, '', rootStats, root);
+    const source: SourceEntry = { name: '', absPath: sourceRoot, stats: rootStats };
+    await this.publishDirectory('', root, source, await this.previousTree?.root());
     return this.finishCatalog(root, revision);
   }
 
   private newCatalog(mountPath: string): CatalogBuild {
     const file = join(this.txnDir, `catalog.${process.pid}.${randomBytes(6).toString('hex')}.db`);
     this.tempFiles.add(file);
-    return { writer: new CatalogWriter(file, mountPath), mountPath };
+    return { writer: new CatalogWriter(file, mountPath), mountPath, carried: new Map() };
   }
 
   /**
    * Publishes directory `repoPath` and everything below it. `catalog` is the catalog the
    * directory belongs to; if the directory starts a nested catalog, it is created here.
+   * `source` is the directory in the source tree, `previous` the same directory in the previous
+   * revision (union mode only); at least one of them is given.
    */
   private async publishDirectory(
-    absPath: string,
     repoPath: string,
-    stats: BigIntStats,
     catalog: CatalogBuild,
+    source: SourceEntry | undefined,
+    previous: PreviousDir | undefined,
   ): Promise<void> {
-    const children = await listDirectory(absPath);
+    const sourceChildren = source ? await listDirectory(source.absPath) : [];
+    const children = unionChildren(sourceChildren, previous ? this.previousTree!.children(previous) : []);
     const hasMarker = children.some((c) => c.name === MARKER);
-    const byDirtab = repoPath !== '' && this.dirtab !== undefined && dirtabMatches(this.dirtab, repoPath);
-    const startsCatalog = repoPath !== '' && (hasMarker || byDirtab);
-    const subdirs = children.filter((c) => c.stats.isDirectory()).length;
-    const entry = await this.directoryEntry(absPath, repoPath, stats, 2 + subdirs);
+    const byDirtab = source !== undefined && repoPath !== '' && this.dirtab !== undefined && dirtabMatches(this.dirtab, repoPath);
+    // A nested catalog of the previous revision stays one in union mode: what made it one (a
+    // marker, a dirtab rule, nestedCatalogs) need not be in the source, and nothing is deleted.
+    const wasCatalog = previous?.entry.flags.nestedRoot === true;
+    const startsCatalog = repoPath !== '' && (hasMarker || byDirtab || wasCatalog || this.requestedCatalogs.has(repoPath));
+    const entry = source
+      ? await this.directoryEntry(source.absPath, repoPath, source.stats, 2 + children.filter(isDirectoryChild).length)
+      : carriedEntry(repoPath, previous!.entry);
     let own = catalog;
     if (startsCatalog) {
       catalog.writer.add({ ...entry, nestedMountpoint: true });
@@ -254,25 +341,68 @@ export class Publisher {
     } else {
       catalog.writer.add(entry);
     }
-    this.counted(repoPath);
-    if (startsCatalog && !hasMarker) own.writer.add(await this.virtualMarker(repoPath, stats));
+    if (source) this.counted(repoPath);
+    else this.entriesCarried++;
+    if (source && byDirtab && !hasMarker) own.writer.add(await this.virtualMarker(repoPath, source.stats));
 
-    const groups = this.hardlinkGroups(children, own.writer);
-    const contents = await this.ingestAll(children);
+    const groups = this.hardlinkGroups(sourceChildren, own.writer);
+    const carriedGroups = this.carriedHardlinkGroups(children, own.writer);
+    const contents = await this.ingestAll(sourceChildren);
     for (const child of children) {
       const childPath = `${repoPath}/${child.name}`;
-      if (child.stats.isDirectory()) {
-        await this.publishDirectory(child.absPath, childPath, child.stats, own);
-        continue;
+      if (!child.source) {
+        await this.carryOver(childPath, child.previous, previous!, own, carriedGroups);
+      } else if (child.source.stats.isDirectory()) {
+        const before = child.previous?.type === 'directory' ? await this.previousTree!.enter(previous!, childPath, child.previous) : undefined;
+        await this.publishDirectory(childPath, own, child.source, before);
+      } else {
+        const ino = child.source.stats.ino;
+        own.writer.add(await this.fileEntry(child.source, childPath, contents.get(ino), groups.get(ino)));
+        this.counted(childPath);
       }
-      own.writer.add(await this.fileEntry(child, childPath, contents.get(child.stats.ino), groups.get(child.stats.ino)));
-      this.counted(childPath);
     }
 
     if (startsCatalog) {
       const finished = await this.finishCatalog(own);
       catalog.writer.addNestedCatalog(repoPath, finished.hash, finished.size, finished.counters);
     }
+  }
+
+  /**
+   * Union mode: entry `e` of previous directory `dir`, absent from the source, goes into
+   * `own` unchanged. A nested catalog is kept by reference (its mountpoint row copied, its
+   * counters summed at the end of the build); a bind mountpoint likewise.
+   */
+  private async carryOver(
+    path: string,
+    e: CatalogEntry,
+    dir: PreviousDir,
+    own: CatalogBuild,
+    groups: Map<number, { id: number; count: number }>,
+  ): Promise<void> {
+    const tree = this.previousTree!;
+    if (e.type === 'directory') {
+      const transition = tree.transition(dir, path, e);
+      if (!transition) {
+        await this.publishDirectory(path, own, undefined, { path, entry: e, catalog: dir.catalog });
+        return;
+      }
+      own.writer.add(carriedEntry(path, e));
+      this.entriesCarried++;
+      const { ref } = transition;
+      if (transition.kind === 'bind') {
+        own.writer.addBindMountpoint(path, ref.hash, ref.size);
+        return;
+      }
+      own.writer.referenceNestedCatalog(path, ref.hash, ref.size);
+      let refs = own.carried.get(dir.catalog);
+      if (!refs) own.carried.set(dir.catalog, (refs = []));
+      refs.push(ref);
+      this.catalogsReused++;
+      return;
+    }
+    own.writer.add(carriedEntry(path, e, tree.chunks(dir, path, e), groups.get(e.hardlinkGroup)));
+    this.entriesCarried++;
   }
 
   private counted(path: string): void {
@@ -282,13 +412,17 @@ export class Publisher {
 
   /** Hardlinks are kept only within one directory (CVMFS_IGNORE_XDIR_HARDLINKS, §3.12). */
   private hardlinkGroups(children: SourceEntry[], writer: CatalogWriter): Map<bigint, { id: number; count: number }> {
-    const byInode = new Map<bigint, number>();
-    for (const c of children) {
-      if (c.stats.isFile() && c.stats.nlink > 1n) byInode.set(c.stats.ino, (byInode.get(c.stats.ino) ?? 0) + 1);
-    }
-    const groups = new Map<bigint, { id: number; count: number }>();
-    for (const [ino, count] of byInode) if (count > 1) groups.set(ino, { id: writer.newHardlinkGroup(), count });
-    return groups;
+    return numberGroups(children.filter((c) => c.stats.isFile() && c.stats.nlink > 1n).map((c) => c.stats.ino), writer);
+  }
+
+  /**
+   * Union mode: new group ids for the previous hardlink groups among the carried files of one
+   * directory, counting only the names the source did not replace.
+   */
+  private carriedHardlinkGroups(children: UnionChild[], writer: CatalogWriter): Map<number, { id: number; count: number }> {
+    const members = children.flatMap((c) =>
+      !c.source && c.previous.type === 'regular' && c.previous.hardlinkGroup > 0 ? [c.previous.hardlinkGroup] : []);
+    return numberGroups(members, writer);
   }
 
   /**
@@ -403,7 +537,7 @@ export class Publisher {
   }
 
   /** Finds the previous revision's catalog mounted at `mountPath`, if there was one. */
-  private async previousCatalog(mountPath: string): Promise<PreviousCatalog | undefined> {
+  private async previousCatalog(mountPath: string): Promise<{ hash: ContentHash; db: CatalogDb } | undefined> {
     if (!this.previous) return undefined;
     let hash = this.previous.rootHash;
     let db = await this.previous.catalog(hash);
@@ -426,6 +560,9 @@ export class Publisher {
   ): Promise<{ hash: ContentHash; size: number; counters: CatalogCounters }> {
     const previous = await this.previousCatalog(build.mountPath);
     const isRoot = build.mountPath === '';
+    for (const [parent, refs] of build.carried) {
+      build.writer.addSubtreeCounters(await this.previousTree!.contribution(parent, refs));
+    }
     build.writer.finish({
       revision: rootRevision ?? (previous ? previous.db.revision() + 1 : 1),
       lastModified: Math.floor(this.now.getTime() / 1000),

@@ -73,16 +73,38 @@ export class Repository {
 
   /** Fetches, verifies and opens a catalog (cached for the life of this object). */
   async catalog(hash: ContentHash): Promise<CatalogDb> {
-    const key = hash.toString();
-    const open = this.catalogs.get(key);
+    const open = this.catalogs.get(hash.toString());
     if (open) return open;
+    const db = await this.load(hash);
+    this.catalogs.set(hash.toString(), db);
+    return db;
+  }
+
+  /**
+   * Runs `use` on a catalog without keeping it open afterwards: for tools that read a little of
+   * each of many large catalogs, whose inflated copies would otherwise pile up in the temporary
+   * directory. A catalog already open through catalog() is used as it is and stays open.
+   */
+  async peekCatalog<T>(hash: ContentHash, use: (db: CatalogDb) => T): Promise<T> {
+    const open = this.catalogs.get(hash.toString());
+    if (open) return use(open);
+    // Its own file name: a concurrent catalog() of the same hash must not lose its file to our rm.
+    const db = await this.load(hash, '.peek');
+    try {
+      return use(db);
+    } finally {
+      db.close();
+      await rm(db.file, { force: true });
+    }
+  }
+
+  private async load(hash: ContentHash, suffix = ''): Promise<CatalogDb> {
+    const key = hash.toString();
     const stored = await fetchVerified(this.source, hash, 'C');
     this.tempDir ??= await mkdtemp(join(tmpdir(), 'cvmfs-ts-catalogs-'));
-    const file = join(this.tempDir, key);
+    const file = join(this.tempDir, key + suffix);
     await writeFile(file, zlibDecompress(stored, `catalog ${key}`));
-    const db = new CatalogDb(file);
-    this.catalogs.set(key, db);
-    return db;
+    return new CatalogDb(file);
   }
 
   rootCatalog(): Promise<CatalogDb> {
