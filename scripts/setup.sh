@@ -12,6 +12,12 @@ packages=(
   g++ make         # better-sqlite3 compiles from source against Node's headers
   time             # /usr/bin/time measures peak memory of publishes (tests, bench)
   util-linux       # setpriv (tests drop root's file capabilities), mount
+  containerd runc  # thin images and the proxy snapshotter run real containers in the tests
+  docker-registry  # a private OCI registry on loopback for image ingest/push tests
+  skopeo umoci     # build and convert test images offline
+  busybox-static   # the test images' userland
+  libcap2-bin openssl  # setcap/getcap for file-capability layers; token-signing keys and TLS certificates for registry tests
+  stargz-snapshotter  # ctr-remote: `images rpull` sends the layer labels remote snapshotters use
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -33,6 +39,10 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet squid 2>
 fi
 if [ -x /etc/init.d/squid ] && [ -s /run/squid.pid ] && kill -0 "$(cat /run/squid.pid)" 2>/dev/null; then
   /etc/init.d/squid stop >/dev/null 2>&1 || true
+fi
+# docker-registry's package may start a system registry on :5000; the tests start private ones on loopback.
+if [ -x /etc/init.d/docker-registry ] && pgrep -x docker-registry >/dev/null 2>&1; then
+  /etc/init.d/docker-registry stop >/dev/null 2>&1 || pkill -x docker-registry || true
 fi
 
 npm ci --no-audit --no-fund --loglevel=error

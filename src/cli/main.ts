@@ -12,6 +12,8 @@ import { runDemo } from '../demo/run-demo';
 import { runPublish } from './publish-command';
 import { serveMount, mountInBackground } from './mount-command';
 import { runCacheCommand } from './cache-command';
+import { runImageIngest } from './image-command';
+import { runThinMount, runThinUmount } from './thin-command';
 import { CvmfsError, describeError } from '../errors';
 import { VERSION } from '../version';
 
@@ -177,6 +179,44 @@ export function buildProgram(): Command {
     .option(...CACHE_DIR)
     .option(...CONFIG_ROOT)
     .action((fqrn, o) => runCacheCommand('rebuild', undefined, fqrn, o));
+
+  const image = program.command('image').description('OCI images in a repository');
+  image
+    .command('ingest')
+    .description('unpack an image\'s layers into a repository (one new revision) and write thin.json and the thin image')
+    .argument('<source>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker://HOST[:PORT]/NAME:TAG')
+    .requiredOption('--repo <dir>', 'repository directory (as served)')
+    .requiredOption('--fqrn <name>', 'repository name')
+    .option('--keys <dir>', 'key directory', '/etc/cvmfs/keys')
+    .requiredOption('--output <dir>', 'where thin.json and thin-image/ (OCI layout) go')
+    .option('--tag <tag>', 'tag of the thin image in its layout', 'latest')
+    .option('--push <reference>', 'also push the thin image to docker://HOST[:PORT]/NAME:TAG')
+    .option('--plain-http', 'talk HTTP, not HTTPS, to registries (like skopeo --tls-verify=false on a local registry)')
+    .option('--no-tls-verify', 'do not verify registry TLS certificates')
+    .option('--staging <dir>', 'where layers are unpacked before publishing (default: the temp dir)')
+    .option('--ttl <seconds>', 'catalog TTL', parseInteger)
+    .option('--json', 'print the result as JSON')
+    .action(async (source, o) => runImageIngest(source, o));
+
+  const thin = program.command('thin').description('mount thin images: overlayfs over the layer directories in /cvmfs');
+  thin
+    .command('mount')
+    .description('mount a thin image (thin.json, thin image layout or image reference) with a writable upper layer')
+    .argument('<image>', 'thin.json, an OCI layout directory, or oci:/oci-archive:/docker-archive:/docker:// reference')
+    .argument('<target>', 'directory to mount the root file system on')
+    .option('--upper <dir>', 'directory for upper/ and work/ (default under the state directory)')
+    .option('--state <dir>', 'state directory', '/var/lib/cvmfs-ts/thin')
+    .option('--cvmfs-root <dir>', 'where repositories are mounted', '/cvmfs')
+    .option('--config-root <dir>', 'client configuration root for repositories mounted on demand')
+    .option('--json', 'print what was mounted as JSON')
+    .action(async (imageArg, target, o) => runThinMount(imageArg, target, o, BIN));
+  thin
+    .command('umount')
+    .description('unmount a thin image mount')
+    .argument('<target>', 'the mounted directory')
+    .option('--state <dir>', 'state directory', '/var/lib/cvmfs-ts/thin')
+    .option('--clean', 'also delete its state and default upper directory')
+    .action(async (target, o) => runThinUmount(target, o));
 
   program
     .command('demo')

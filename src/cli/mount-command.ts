@@ -6,9 +6,9 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, createWriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Mount } from '../client/mount';
+import { isMountpoint } from '../system/mounts';
 import { createLogger } from '../client/log';
 import { parseMountOptions } from '../config/bash-config';
 import { CvmfsError, describeError } from '../errors';
@@ -26,13 +26,6 @@ const UNMOUNT_POLL_MS = 500;
 
 export function defaultLogFile(fqrn: string): string {
   return `/var/log/cvmfs-ts/${fqrn}.log`;
-}
-
-/** Whether `mountpoint` is currently a mount point of this process's namespace. */
-async function isMounted(mountpoint: string): Promise<boolean> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  const escaped = mountpoint.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
-  return info.split('\n').some((line) => line.split(' ')[4] === escaped);
 }
 
 /** Runs the mount in this process until it is unmounted. */
@@ -70,7 +63,7 @@ export async function serveMount(fqrn: string, mountpoint: string, o: MountComma
     };
     // There is no FUSE destroy callback in fuse-native: notice an external umount by polling.
     const poll = setInterval(() => {
-      void isMounted(resolve(mountpoint)).then((m) => (m ? undefined : stop('mountpoint was unmounted')));
+      void isMountpoint(resolve(mountpoint)).then((m) => (m ? undefined : stop('mountpoint was unmounted')));
     }, UNMOUNT_POLL_MS);
     process.once('SIGTERM', () => void stop('SIGTERM'));
     process.once('SIGINT', () => void stop('SIGINT'));
