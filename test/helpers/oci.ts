@@ -20,6 +20,7 @@
  */
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -290,4 +291,14 @@ export function run(cmd: string, args: readonly string[], timeoutMs = 120_000): 
  */
 export function convertImage(from: string, to: string, extra: readonly string[] = []): Promise<string> {
   return run('skopeo', ['--insecure-policy', 'copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', ...extra, from, to]);
+}
+
+/** A runnable userland for container tests: the static busybox of busybox-static, applet links, /etc/passwd. */
+export function busyboxEntries(applets: readonly string[] = ['sh', 'echo', 'cat', 'ls', 'wc', 'touch', 'mkdir', 'rm', 'sleep', 'stat']): LayerEntry[] {
+  return withParents([
+    file('bin/busybox', readFileSync('/bin/busybox'), { mode: 0o755 }),
+    ...applets.map((a) => symlink(`bin/${a}`, 'busybox')),
+    dir('tmp', { mode: 0o1777 }),
+    file('etc/passwd', 'root:x:0:0:root:/root:/bin/sh\n'),
+  ]);
 }
