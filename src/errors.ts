@@ -15,7 +15,11 @@ export type ErrorCode =
   | 'E_IO' // a local file system operation failed
   | 'E_NETWORK' // an HTTP transfer failed
   | 'E_SOURCE' // a publish source entry that cannot be published
-  | 'E_USAGE'; // wrong command-line input
+  | 'E_USAGE' // wrong command-line input
+  | 'E_EXISTS' // a name that is already taken (snapshot key)
+  | 'E_PRECONDITION' // the object is in the wrong state for the operation (snapshot kind, children)
+  | 'E_INVALID' // a request argument that cannot be right
+  | 'E_UNAVAILABLE'; // a dependency that is not there right now (a repository that cannot be mounted)
 
 export class CvmfsError extends Error {
   readonly [BRAND] = true;

@@ -14,6 +14,7 @@ import { serveMount, mountInBackground } from './mount-command';
 import { runCacheCommand } from './cache-command';
 import { runImageIngest } from './image-command';
 import { runThinMount, runThinUmount } from './thin-command';
+import { runSnapshotter, DEFAULT_ROOT, DEFAULT_SOCKET } from './snapshotter-command';
 import { CvmfsError, describeError } from '../errors';
 import { VERSION } from '../version';
 
@@ -179,6 +180,16 @@ export function buildProgram(): Command {
     .option(...CACHE_DIR)
     .option(...CONFIG_ROOT)
     .action((fqrn, o) => runCacheCommand('rebuild', undefined, fqrn, o));
+
+  program
+    .command('snapshotter')
+    .description('run the containerd proxy snapshotter (thin images and CVMFS layers) until SIGTERM')
+    .option('--socket <path>', 'unix socket to serve on (proxy_plugins address in containerd)', DEFAULT_SOCKET)
+    .option('--root <dir>', 'metadata and snapshot directory', DEFAULT_ROOT)
+    .option('--cvmfs-root <dir>', 'where repositories are mounted', '/cvmfs')
+    .option('--repository <fqrn>', 'repository to look for remote layers in (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--verbose', 'log every call with its labels')
+    .action(async (o) => runSnapshotter(o, BIN));
 
   const image = program.command('image').description('OCI images in a repository');
   image

@@ -1,0 +1,47 @@
+/**
+ * Thin image layers (§8.3): a committed layer whose content holds `thin.json` stands for the CVMFS
+ * layer directories that file names. Mounting a snapshot on top of it stacks those directories
+ * (top layer first) instead of the thin layer itself.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { THIN_JSON_NAME, layerDirectory, parseThinJson } from '../image/thin-json';
+import { precondition } from './errors';
+import type { Repositories } from './repositories';
+
+/**
+ * The text of `<fs>/thin.json` if the layer is a thin layer, else undefined. A thin.json that does
+ * not parse makes an ordinary layer: an image may carry such a file for its own reasons.
+ */
+export async function readThinJson(fs: string, log?: (line: string) => void): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(fs, THIN_JSON_NAME), 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    parseThinJson(text);
+    return text;
+  } catch (e) {
+    log?.(`${join(fs, THIN_JSON_NAME)} is not a thin image description, layer taken as is: ${(e as Error).message}`);
+    return undefined;
+  }
+}
+
+/** The layer directories of a thin layer, top first, with their repositories mounted. */
+export async function thinLayerDirectories(thinJson: string, repos: Repositories): Promise<string[]> {
+  const thin = parseThinJson(thinJson);
+  for (const repository of new Set(thin.layers.map((l) => l.repository))) await repos.ensure(repository);
+  const dirs: string[] = [];
+  for (const layer of [...thin.layers].reverse()) {
+    const dir = layerDirectory(layer, repos.cvmfsRoot);
+    const ok = await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    );
+    if (!ok) throw precondition(`thin image layer ${layer.digest} is not in repository ${layer.repository} (${dir})`);
+    dirs.push(dir);
+  }
+  return dirs;
+}
