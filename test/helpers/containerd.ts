@@ -62,6 +62,8 @@ export interface ContainerdOptions {
   repositories?: string[];
   /** More snapshotter arguments. */
   snapshotterArgs?: string[];
+  /** More environment for the snapshotter (e.g. CVMFS_TS_CONFIG_ROOT for the repositories it mounts). */
+  snapshotterEnv?: NodeJS.ProcessEnv;
   /** Log every snapshotter call (default true: the labels are worth having when a test fails). */
   verbose?: boolean;
 }
@@ -223,8 +225,22 @@ export async function startContainerd(t: Test, o: ContainerdOptions = {}): Promi
   let containerd: ChildProcess | undefined;
   let snapshotter: ChildProcess | undefined;
 
-  const ctr = (args: string[], co: CtrOptions = {}) =>
-    run([co.binary ?? 'ctr', '-a', address, '-n', co.namespace ?? namespace, ...args], { allowFail: co.allowFail, timeoutMs: co.timeoutMs });
+  // containerd's connection to a proxy plugin can be between dials (grpc backoff) on a loaded machine;
+  // a call then fails at once with "connection error … unavailable" without reaching the snapshotter.
+  // Such a call is repeated (at most twice); any other failure is the test's business.
+  const ctr = async (args: string[], co: CtrOptions = {}): Promise<RunResult> => {
+    const argv = [co.binary ?? 'ctr', '-a', address, '-n', co.namespace ?? namespace, ...args];
+    for (let attempt = 0; ; attempt++) {
+      const r = await run(argv, { allowFail: true, timeoutMs: co.timeoutMs });
+      const transient = r.code !== 0 && /connection error.*unavailable/s.test(r.stdout + r.stderr);
+      if (transient && attempt < 2) {
+        await new Promise((res) => setTimeout(res, 1000));
+        continue;
+      }
+      if (r.code !== 0 && !co.allowFail) throw new Error(`${argv.join(' ')} exited with ${r.code}:\n${r.stdout}${r.stderr}`);
+      return r;
+    }
+  };
 
   async function startSnapshotter(): Promise<void> {
     const log = await open(join(dir, 'snapshotter.log'), 'a');
@@ -233,7 +249,7 @@ export async function startContainerd(t: Test, o: ContainerdOptions = {}): Promi
     for (const r of o.repositories ?? []) args.push('--repository', r);
     if (o.verbose ?? true) args.push('--verbose');
     args.push(...(o.snapshotterArgs ?? []));
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', log.fd] });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', log.fd], env: { ...process.env, ...o.snapshotterEnv } });
     snapshotter = child;
     await log.close();
     let out = '';
