@@ -47,12 +47,32 @@ export async function writeConfigRoot(dir: string, s: MountSpec, cacheBase: stri
   return root;
 }
 
-function unmountQuietly(mountpoint: string): void {
+/** Runs a cleanup command, ignoring failure (nothing mounted, already gone). */
+export function quietly(cmd: string, args: string[]): void {
   try {
-    execFileSync('fusermount', ['-uz', mountpoint], { stdio: 'ignore' });
+    execFileSync(cmd, args, { stdio: 'ignore' });
   } catch {
-    // not mounted
+    // not mounted / already gone
   }
+}
+
+function unmountQuietly(mountpoint: string): void {
+  quietly('fusermount', ['-uz', mountpoint]);
+}
+
+/** The pid of the daemon serving a cvmfs-ts mount (its user.pid xattr), or 0 when it is not mounted. */
+export async function mountDaemonPid(mountpoint: string): Promise<number> {
+  return getAttribute(mountpoint, 'user.pid').then((v) => Number(v?.toString() ?? 0), () => 0);
+}
+
+/**
+ * Teardown of a repository mount a test did not make itself (started on demand by thin mount or
+ * the snapshotter): lazy unmount, then wait for its daemon `pid` to exit, killing it after 5 s.
+ */
+export async function unmountDaemon(mountpoint: string, pid: number): Promise<void> {
+  unmountQuietly(mountpoint);
+  for (let i = 0; i < 50 && pid > 0 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
 }
 
 function alive(pid: number): boolean {

@@ -7,17 +7,15 @@
  * registry's access log shows no layer download.
  */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { getAttribute } from '@napi-rs/xattr';
 import { containerdMissing, startContainerd, startRegistry } from '../helpers/containerd';
 import { busyboxEntries, convertImage, dir, file, opaque, whiteout, withParents, writeOciLayout } from '../helpers/oci';
 import { runCli } from '../helpers/cli';
 import { tempDir, testKeys } from '../helpers/repo';
 import { serveRepository } from '../helpers/serve';
-import { writeConfigRoot } from '../helpers/mount';
+import { mountDaemonPid, unmountDaemon, writeConfigRoot } from '../helpers/mount';
 import { layerPath } from '../../src/image/thin-json';
 
 const FQRN = 'containers.cvmfs-ts.test';
@@ -60,25 +58,7 @@ t.test('thin image and remote layers from a real repository through containerd',
   const repoMount = join(cvmfsRoot, FQRN);
   const env = await startContainerd(t, { cvmfsRoot, repositories: [FQRN], snapshotterEnv: { CVMFS_TS_CONFIG_ROOT: configRoot } });
   // Registered after containerd's teardown, so it runs after the overlays on top are gone.
-  t.teardown(async () => {
-    const pid = await getAttribute(repoMount, 'user.pid').then((v) => Number(v?.toString()), () => 0);
-    try {
-      execFileSync('fusermount', ['-uz', repoMount], { stdio: 'ignore' });
-    } catch {
-      // not mounted
-    }
-    if (pid > 0) {
-      for (let i = 0; i < 50; i++) {
-        try {
-          process.kill(pid, 0);
-        } catch {
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      process.kill(pid, 'SIGKILL');
-    }
-  });
+  t.teardown(async () => unmountDaemon(repoMount, await mountDaemonPid(repoMount)));
 
   await t.test('the thin image runs from the repository', async (t) => {
     await env.ctr(['images', 'pull', '--plain-http', '--snapshotter', env.snapshotter, thinRef]);

@@ -3,27 +3,18 @@
  * served, thin-mounted as a bundle's rootfs, and run with Debian's runc.
  */
 import t from 'tap';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { getAttribute } from '@napi-rs/xattr';
 import { runCli } from '../helpers/cli';
 import { tempDir, testKeys } from '../helpers/repo';
 import { serveRepository } from '../helpers/serve';
-import { writeConfigRoot } from '../helpers/mount';
+import { mountDaemonPid, quietly, unmountDaemon, writeConfigRoot } from '../helpers/mount';
 import { busyboxEntries, file, whiteout, withParents, writeOciLayout } from '../helpers/oci';
 
 const run = promisify(execFile);
 const FQRN = 'runc.cvmfs-ts.test';
-
-function quietly(cmd: string, args: string[]): void {
-  try {
-    execFileSync(cmd, args, { stdio: 'ignore' });
-  } catch {
-    // already gone
-  }
-}
 
 t.test('thin mount as a runc bundle rootfs', async (t) => {
   const work = await tempDir(t);
@@ -50,22 +41,11 @@ t.test('thin mount as a runc bundle rootfs', async (t) => {
   t.teardown(async () => {
     quietly('runc', ['delete', '--force', container]);
     quietly('umount', ['-l', rootfs]);
-    quietly('fusermount', ['-uz', join(cvmfsRoot, FQRN)]);
-    if (daemon) {
-      for (let i = 0; i < 50; i++) {
-        try {
-          process.kill(daemon, 0);
-        } catch {
-          return;
-        }
-        await new Promise((res) => setTimeout(res, 100));
-      }
-      process.kill(daemon, 'SIGKILL');
-    }
+    await unmountDaemon(join(cvmfsRoot, FQRN), daemon);
   });
   r = await runCli(['thin', 'mount', join(out, 'thin-image'), rootfs, '--upper', join(work, 'rw'), '--cvmfs-root', cvmfsRoot, '--config-root', configRoot, '--state', join(work, 'state')], { timeoutMs: 120_000 });
   t.equal(r.code, 0, r.stderr);
-  daemon = Number((await getAttribute(join(cvmfsRoot, FQRN), 'user.pid'))?.toString());
+  daemon = await mountDaemonPid(join(cvmfsRoot, FQRN));
 
   await run('runc', ['spec'], { cwd: bundle });
   const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { process: { terminal: boolean; args: string[] }; root: { readonly: boolean } };

@@ -6,37 +6,19 @@
  * directory only), layer reuse on re-ingest, and a 60-layer image.
  */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
 import { lstat, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getAttribute } from '@napi-rs/xattr';
 import { runCli } from '../helpers/cli';
 import { tempDir, testKeys } from '../helpers/repo';
 import { serveRepository } from '../helpers/serve';
-import { writeConfigRoot } from '../helpers/mount';
+import { mountDaemonPid, quietly, unmountDaemon, writeConfigRoot } from '../helpers/mount';
 import { dir, file, fileCapability, hardlink, opaque, symlink, whiteout, withParents, writeOciLayout } from '../helpers/oci';
 import { parseThinJson, layerPath } from '../../src/image/thin-json';
 import { isMountpoint } from '../../src/system/mounts';
 
 const FQRN = 'images.cvmfs-ts.test';
 const CAP_NET_BIND_SERVICE = 10;
-
-function quietly(cmd: string, args: string[]): void {
-  try {
-    execFileSync(cmd, args, { stdio: 'ignore' });
-  } catch {
-    // not mounted / already gone
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 t.test('image ingest → serve → thin mount: overlay semantics over the CVMFS layers', async (t) => {
   const work = await tempDir(t);
@@ -99,9 +81,7 @@ t.test('image ingest → serve → thin mount: overlay semantics over the CVMFS 
   let daemon = 0;
   t.teardown(async () => {
     for (const target of targets) quietly('umount', ['-l', target]);
-    quietly('fusermount', ['-uz', repoMount]);
-    for (let i = 0; i < 50 && daemon && pidAlive(daemon); i++) await new Promise((r) => setTimeout(r, 100));
-    if (daemon && pidAlive(daemon)) process.kill(daemon, 'SIGKILL');
+    await unmountDaemon(repoMount, daemon);
   });
 
   const [target, tallTarget] = targets as [string, string];
@@ -112,7 +92,7 @@ t.test('image ingest → serve → thin mount: overlay semantics over the CVMFS 
   };
   const mounted = await thinMount(first.thinImageDir, target);
   t.ok(await isMountpoint(repoMount), 'the repository was mounted on demand');
-  daemon = Number((await getAttribute(repoMount, 'user.pid'))?.toString());
+  daemon = await mountDaemonPid(repoMount);
   t.ok(await isMountpoint(target), 'the thin image is mounted');
   t.same(mounted.lowerDirs, [...thin.layers].reverse().map((l) => join(repoMount, l.path)), 'top layer first');
 
