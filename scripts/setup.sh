@@ -46,5 +46,7 @@ if [ -x /etc/init.d/docker-registry ] && pgrep -x docker-registry >/dev/null 2>&
 fi
 
 npm ci --no-audit --no-fund --loglevel=error
+# fuse-native with per-open page-cache flags (native/fuse-native-open-flags.patch; see README, revision updates).
+bash scripts/build-fuse-native.sh
 npm run --silent build
 echo "setup: done"

@@ -80,8 +80,18 @@ export class MisuseError extends CvmfsError {
   }
 }
 
+/**
+ * What an open handle reads: equal keys mean equal bytes (the content hash, or the chunk hashes),
+ * so the FUSE edge can tell whether a new open of a path reads what an older handle reads.
+ */
+export interface HandleContent {
+  readonly key: string;
+  readonly size: number;
+}
+
 interface OpenFile {
   readonly resolved: ResolvedEntry;
+  readonly content: HandleContent;
   /** Non-chunked: the cached object, opened on first read. */
   whole?: Promise<FileHandle>;
   /** Chunked: chunk list sorted by offset, and handles of the chunks read so far. */
@@ -167,16 +177,31 @@ export class Filesystem {
     if (flags & constants.O_EXCL) throw new MisuseError('exists', path);
     if ((r.entry.mode & S_IFMT) !== 0o100000) throw new MisuseError('not-a-file', path);
     this.counters.open++;
-    const file: OpenFile = { resolved: r, chunkHandles: new Map() };
-    if (r.entry.flags.chunked) file.chunks = this.tree.chunks(r);
+    const chunks = r.entry.flags.chunked ? this.tree.chunks(r) : undefined;
+    const file: OpenFile = { resolved: r, content: contentOf(r.entry.hash, r.entry.size, chunks), chunks, chunkHandles: new Map() };
     const handle = this.nextHandle++;
     this.files.set(handle, file);
     return handle;
   }
 
-  async read(handle: number, buffer: Buffer, length: number, position: number): Promise<number> {
+  /** The content an open handle reads (fixed at open: a revision update does not change it). */
+  handleContent(handle: number): HandleContent {
+    return this.openFile(handle).content;
+  }
+
+  /** Attributes of the entry a handle opened, which may be gone from the current revision. */
+  handleStat(handle: number): FsStat {
+    return this.stat(this.openFile(handle).resolved);
+  }
+
+  private openFile(handle: number): OpenFile {
     const file = this.files.get(handle);
     if (!file) throw new MisuseError('bad-handle', String(handle));
+    return file;
+  }
+
+  async read(handle: number, buffer: Buffer, length: number, position: number): Promise<number> {
+    const file = this.openFile(handle);
     const size = file.resolved.entry.size;
     const end = Math.min(position + length, size);
     if (position >= end) return 0;
@@ -204,15 +229,7 @@ export class Filesystem {
 
   private wholeHandle(file: OpenFile): Promise<FileHandle> {
     if (!file.whole) {
-      const e = file.resolved.entry;
-      file.whole = this.openObject({
-        hash: e.hash!,
-        suffix: '',
-        compressed: e.flags.compression === 0,
-        size: e.size,
-        description: file.resolved.path,
-        external: e.flags.external ? { path: file.resolved.path } : undefined,
-      });
+      file.whole = this.openObject(objectRequest(file.resolved));
       // A failed fetch fails this handle's later reads at once (the kernel retries a failed page
       // read, which would pay the whole failover budget again); a new open tries again.
       file.whole.catch(() => undefined);
@@ -223,16 +240,7 @@ export class Filesystem {
   private chunkHandle(file: OpenFile, index: number): Promise<FileHandle> {
     let pending = file.chunkHandles.get(index);
     if (!pending) {
-      const chunk = file.chunks![index]!;
-      const e = file.resolved.entry;
-      pending = this.openObject({
-        hash: chunk.hash,
-        suffix: 'P',
-        compressed: e.flags.compression === 0,
-        size: chunk.size,
-        description: `${file.resolved.path} chunk ${index} at ${chunk.offset}`,
-        external: e.flags.external ? { path: file.resolved.path, range: { offset: chunk.offset, size: chunk.size } } : undefined,
-      });
+      pending = this.openObject(objectRequest(file.resolved, file.chunks![index]!, index));
       pending.catch(() => undefined); // kept: later reads of this chunk fail at once, as above
       file.chunkHandles.set(index, pending);
       // Sequential readers move forward: keep only the most recent few chunk files open.
@@ -290,6 +298,19 @@ export class Filesystem {
     await fh.close().catch(() => undefined);
   }
 
+  /** The objects a regular file consists of (its chunks, or one object), as fetch requests (talk `pin`/`evict`). */
+  async objectRequests(path: string): Promise<FetchRequest[]> {
+    const r = await this.tree.lookup(catalogPath(path));
+    if ((r.entry.mode & S_IFMT) !== 0o100000) throw new MisuseError('not-a-file', path);
+    if (!r.entry.flags.chunked) return r.entry.hash ? [objectRequest(r)] : [];
+    return this.tree.chunks(r).map((c, index) => objectRequest(r, c, index));
+  }
+
+  /** Zeroes the I/O error count (talk `reset error counters`; user.nioerr). */
+  resetErrorCounters(): void {
+    this.counters.ioErrors = 0;
+  }
+
   /** Catalog xattrs first, then magic ones; undefined = no such attribute (ENODATA). */
   async getxattr(path: string, name: string): Promise<Buffer | undefined> {
     const r = await this.tree.lookup(catalogPath(path));
@@ -330,6 +351,29 @@ export class Filesystem {
       namemax: 255,
     };
   }
+}
+
+function contentOf(hash: ContentHash | undefined, size: number, chunks: Chunk[] | undefined): HandleContent {
+  // The bulk hash names the bytes; without one (chunked, legacy or empty), the chunk list does.
+  const key = hash ? hash.toString() : chunks ? chunks.map((c) => `${c.offset}:${c.hash.toString()}`).join(',') : '';
+  return { key: `${key}/${size}`, size };
+}
+
+/** The fetch request of a non-chunked file's object, or of one of its chunks. */
+function objectRequest(r: ResolvedEntry, chunk?: Chunk, index = 0): FetchRequest {
+  const e = r.entry;
+  const compressed = e.flags.compression === 0;
+  if (!chunk) {
+    return { hash: e.hash!, suffix: '', compressed, size: e.size, description: r.path, external: e.flags.external ? { path: r.path } : undefined };
+  }
+  return {
+    hash: chunk.hash,
+    suffix: 'P',
+    compressed,
+    size: chunk.size,
+    description: `${r.path} chunk ${index} at ${chunk.offset}`,
+    external: e.flags.external ? { path: r.path, range: { offset: chunk.offset, size: chunk.size } } : undefined,
+  };
 }
 
 /** Index of the chunk containing `offset` (binary search over sorted offsets). */

@@ -158,6 +158,9 @@ export class Mount {
         onIoError: (op, path, e) => o.log.error(`${op} ${path}: ${(e as Error).message}`),
       });
       await fuse.mount();
+      if (!fuse.perOpenCacheFlags) {
+        o.log.warn('fuse-native is not the patched build (scripts/build-fuse-native.sh): a file kept open across a revision update may read pages of the new version');
+      }
       o.log.info(
         `mounted revision ${first.revision} (root catalog ${boot.rootHash}) on ${o.mountpoint}` +
           `${boot.offline ? ' offline' : ''}${boot.fixed ? ' (fixed root hash)' : ''}`,

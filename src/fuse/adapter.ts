@@ -6,6 +6,10 @@
  * cache entries, attributes and pages (auto_cache, long timeouts); options without a
  * fuse-native name (ro, use_ino, nodev, nosuid, negative_timeout) ride along in `fsname`;
  * readdir passes stats so entries carry their type (overlayfs needs it to hide whiteouts).
+ *
+ * With fuse-native patched and built by scripts/build-fuse-native.sh (native/
+ * fuse-native-open-flags.patch), each open sets its own direct_io/keep_cache (PageCachePolicy) so
+ * handles opened before a revision update keep their bytes; otherwise libfuse's auto_cache decides.
  */
 import Fuse from 'fuse-native';
 import { readFile } from 'node:fs/promises';
@@ -13,6 +17,7 @@ import type { Filesystem, FsStat } from '../client/filesystem';
 import { MisuseError } from '../client/filesystem';
 import { NotDirectory } from '../client/catalog-tree';
 import { CvmfsError } from '../errors';
+import { PageCachePolicy, PastEndOrdering } from './page-cache-policy';
 
 export interface FuseMountOptions {
   mountpoint: string;
@@ -125,13 +130,86 @@ function fuseStat(s: FsStat) {
   return s;
 }
 
+/** The open flag bits of the patched binding; undefined when the loaded binary lacks the patch. */
+function openFlagBits(): { directIo: number; keepCache: number } | undefined {
+  const { OPEN_DIRECT_IO: directIo, OPEN_KEEP_CACHE: keepCache } = Fuse;
+  return typeof directIo === 'number' && typeof keepCache === 'number' ? { directIo, keepCache } : undefined;
+}
+
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const isRegular = (s: FsStat) => (s.mode & S_IFMT) === S_IFREG;
+
+/** The kernel's attribute timeout for `entry/attr_timeout=kcache` (0 is not passed on: libfuse's 1 s). */
+const attrTimeoutMs = (kcacheS: number) => (kcacheS > 0 ? kcacheS : 1) * 1000;
+
 export class FuseAdapter {
   private fuse: Fuse | undefined;
+  /** Per-open page-cache decisions; undefined = unpatched binding, libfuse's auto_cache decides. */
+  private readonly pageCache: { policy: PageCachePolicy; bits: { directIo: number; keepCache: number } } | undefined;
+  private readonly pastEnd = new PastEndOrdering();
 
   constructor(
     private readonly fs: Filesystem,
     private readonly o: FuseMountOptions,
-  ) {}
+  ) {
+    const bits = openFlagBits();
+    this.pageCache = bits && { policy: new PageCachePolicy({ attrTimeoutMs: attrTimeoutMs(o.kcacheTimeoutS) }), bits };
+  }
+
+  /** Whether each open sets its own direct_io/keep_cache (the patched fuse-native is loaded). */
+  get perOpenCacheFlags(): boolean {
+    return this.pageCache !== undefined;
+  }
+
+  /** Attributes of `path` as the kernel's one inode for it must see them (see PageCachePolicy). */
+  private async attributes(path: string): Promise<FsStat> {
+    const s = await this.fs.getattr(path);
+    if (!this.pageCache || !isRegular(s)) return s;
+    const size = this.pageCache.policy.reportedSize(path, s.size);
+    return size === s.size ? s : { ...s, size, blocks: 1 + Math.floor(size / 512) };
+  }
+
+  /**
+   * getattr with a handle (the kernel sends one after lseek(SEEK_END) or a read past i_size): the
+   * path's attributes, not the handle's own size. The kernel keeps one size per path, and a
+   * smaller one from a new handle would cut the reads of an old handle short (measured). Only when
+   * the path no longer names a regular file do we answer with the entry the handle opened.
+   */
+  private async handleAttributes(path: string, handle: number): Promise<FsStat> {
+    try {
+      const s = await this.attributes(path);
+      if (isRegular(s)) return s;
+    } catch (e) {
+      if (errnoOf(e) === E.EIO) throw e;
+    }
+    const own = this.fs.handleStat(handle);
+    const size = this.pageCache ? this.pageCache.policy.reportedSize(path, own.size) : own.size;
+    return { ...own, size, blocks: 1 + Math.floor(size / 512) };
+  }
+
+  private async open(path: string, flags: number): Promise<{ handle: number; openFlags: number | undefined }> {
+    const handle = await this.fs.open(path, flags);
+    if (!this.pageCache) return { handle, openFlags: undefined };
+    const { policy, bits } = this.pageCache;
+    const d = policy.open(path, handle, this.fs.handleContent(handle), Date.now());
+    return { handle, openFlags: (d.directIo ? bits.directIo : 0) | (d.keepCache ? bits.keepCache : 0) };
+  }
+
+  private read(handle: number, buffer: Buffer, length: number, position: number): Promise<number> {
+    const read = () => this.fs.read(handle, buffer, length, position);
+    if (!this.pageCache?.policy.isPageCached(handle)) return read();
+    const size = this.fs.handleContent(handle).size;
+    if (position + length <= size) return read(); // a full read: moves no i_size
+    // Past the handle's end: only when the kernel's size is larger than this handle's object.
+    if (position > size) return this.pastEnd.pastEnd(handle).then(() => 0);
+    return this.pastEnd.acrossEnd(handle, read);
+  }
+
+  private release(handle: number): Promise<void> {
+    this.pageCache?.policy.release(handle, Date.now());
+    return this.fs.release(handle);
+  }
 
   /** Runs an async operation and answers the kernel once, mapping failures to errno. */
   private answer<T>(op: string, path: string, cb: Callback, run: () => Promise<T> | T, reply: (value: T) => void): void {
@@ -153,17 +231,18 @@ export class FuseAdapter {
     const readOnly = (...args: unknown[]) => (args[args.length - 1] as Callback)(E.EROFS);
     return {
       init: (cb: Callback) => cb(0),
-      getattr: (path: string, cb: Callback) => this.answer('getattr', path, cb, () => fs.getattr(path), (s) => cb(0, fuseStat(s))),
-      fgetattr: (path: string, _fd: number, cb: Callback) =>
-        this.answer('getattr', path, cb, () => fs.getattr(path), (s) => cb(0, fuseStat(s))),
+      getattr: (path: string, cb: Callback) => this.answer('getattr', path, cb, () => this.attributes(path), (s) => cb(0, fuseStat(s))),
+      fgetattr: (path: string, fd: number, cb: Callback) =>
+        this.answer('getattr', path, cb, () => this.handleAttributes(path, fd), (s) => cb(0, fuseStat(s))),
       access: (path: string, _mode: number, cb: Callback) => this.answer('access', path, cb, () => fs.getattr(path), () => cb(0)),
       readdir: (path: string, cb: Callback) =>
         this.answer('readdir', path, cb, () => fs.readdir(path), (d) => cb(0, d.names, d.stats.map(fuseStat))),
       readlink: (path: string, cb: Callback) => this.answer('readlink', path, cb, () => fs.readlink(path), (t) => cb(0, t)),
-      open: (path: string, flags: number, cb: Callback) => this.answer('open', path, cb, () => fs.open(path, flags), (h) => cb(0, h)),
+      open: (path: string, flags: number, cb: Callback) =>
+        this.answer('open', path, cb, () => this.open(path, flags), (o) => (o.openFlags === undefined ? cb(0, o.handle) : cb(0, o.handle, o.openFlags))),
       read: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (n: number) => void) =>
-        this.answer('read', path, cb, () => fs.read(fd, buffer, length, position), (n) => cb(n)),
-      release: (path: string, fd: number, cb: Callback) => this.answer('release', path, cb, () => fs.release(fd), () => cb(0)),
+        this.answer('read', path, cb, () => this.read(fd, buffer, length, position), (n) => cb(n)),
+      release: (path: string, fd: number, cb: Callback) => this.answer('release', path, cb, () => this.release(fd), () => cb(0)),
       getxattr: (path: string, name: string, _position: number, cb: Callback) =>
         this.answer('getxattr', path, cb, () => fs.getxattr(path, name), (v) => (v ? cb(0, v) : cb(E.ENODATA))),
       listxattr: (path: string, cb: Callback) => this.answer('listxattr', path, cb, () => fs.listxattr(path), (l) => cb(0, l)),
@@ -195,9 +274,10 @@ export class FuseAdapter {
       mkdir: false,
       allowOther: true,
       defaultPermissions: this.o.checkPermissions,
-      // Keep file pages across opens unless a file's mtime or size changed: after a revision update
-      // the same path may name new content (kernel_cache would keep serving the old pages).
-      autoCache: true,
+      // Unpatched binding: keep file pages across opens unless a file's mtime or size changed (after
+      // a revision update the same path may name new content; kernel_cache would keep the old
+      // pages). Patched: each open decides (auto_cache could only add keep_cache to our decision).
+      autoCache: this.pageCache === undefined,
       entryTimeout: kcache,
       attrTimeout: kcache,
       maxRead: 1 << 17,

@@ -24,6 +24,9 @@ declare module 'fuse-native' {
     unmount(cb: (err?: Error | null) => void): void;
     static unmount(mountpoint: string, cb: (err?: Error | null) => void): void;
     static isConfigured(cb: (err: Error | null, configured: boolean) => void): void;
+    /** Open flag bits for `cb(0, fd, flags)`: only with native/fuse-native-open-flags.patch built, else undefined. */
+    static OPEN_DIRECT_IO: number | undefined;
+    static OPEN_KEEP_CACHE: number | undefined;
   }
   export = Fuse;
 }
