@@ -16,6 +16,7 @@ packages=(
   docker-registry  # a private OCI registry on loopback for image ingest/push tests
   skopeo umoci     # build and convert test images offline
   busybox-static   # the test images' userland
+  autofs           # on-demand /cvmfs mounts through the autofs program map (tests run a private automount)
   linux-perf       # bench/fs counts FUSE requests with perf trace points
   libcap2-bin openssl  # setcap/getcap for file-capability layers; token-signing keys and TLS certificates for registry tests
   stargz-snapshotter  # ctr-remote: `images rpull` sends the layer labels remote snapshotters use
@@ -40,6 +41,13 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet squid 2>
 fi
 if [ -x /etc/init.d/squid ] && [ -s /run/squid.pid ] && kill -0 "$(cat /run/squid.pid)" 2>/dev/null; then
   /etc/init.d/squid stop >/dev/null 2>&1 || true
+fi
+# autofs's package enables a system automount; ours is configured by the administrator (README).
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet autofs 2>/dev/null; then
+  systemctl disable --now autofs >/dev/null 2>&1 || true
+fi
+if [ -x /etc/init.d/autofs ] && pgrep -x automount >/dev/null 2>&1; then
+  /etc/init.d/autofs stop >/dev/null 2>&1 || true
 fi
 # docker-registry's package may start a system registry on :5000; the tests start private ones on loopback.
 if [ -x /etc/init.d/docker-registry ] && pgrep -x docker-registry >/dev/null 2>&1; then

@@ -94,7 +94,13 @@ export interface QuotaManager {
   size(): number;
   /** The limit in bytes; 0 = unmanaged. */
   capacity(): number;
+  /** Objects and bytes this process evicted to stay under the limit (metrics). */
+  evictions(): { readonly objects: number; readonly bytes: number };
   list(o?: QuotaListOptions): QuotaEntry[];
+  /** Used, pinned and object counts as recorded (zeros when unmanaged). */
+  usage(): QuotaUsage;
+  /** Sets or clears the persistent pin of a cached object; false if it is not in the ledger. */
+  setPersistentPin(hash: ContentHash, on: boolean): boolean;
   /** Writes batched touches and pins now. */
   flush(): void;
   /** Flushes, waits for pending unlinks, releases this process's pins. */
@@ -120,8 +126,17 @@ export class NoQuota implements QuotaManager {
   capacity(): number {
     return 0;
   }
+  evictions(): { objects: number; bytes: number } {
+    return { objects: 0, bytes: 0 };
+  }
   list(): QuotaEntry[] {
     return [];
+  }
+  usage(): QuotaUsage {
+    return { bytes: 0, objects: 0, pinnedBytes: 0, lastLimitBytes: 0 };
+  }
+  setPersistentPin(): boolean {
+    return false;
   }
   flush(): void {}
   async close(): Promise<void> {}
@@ -215,6 +230,7 @@ export class SqliteQuota implements QuotaManager {
   private readonly unlinking = new Set<Promise<void>>();
   private lastWarning = 0;
   private closed = false;
+  private readonly evicted = { objects: 0, bytes: 0 };
   private readonly session: number;
   private readonly st: ReturnType<typeof prepareStatements>;
 
@@ -310,6 +326,10 @@ export class SqliteQuota implements QuotaManager {
     return this.limit;
   }
 
+  evictions(): { readonly objects: number; readonly bytes: number } {
+    return this.evicted;
+  }
+
   size(): number {
     return this.st.used.get() as number;
   }
@@ -342,6 +362,7 @@ export class SqliteQuota implements QuotaManager {
       return;
     }
     if (!reached) this.warnPinned(this.limit / 2);
+    this.countEvicted(victims);
     if (victims.length > 0) void this.unlinkFiles(victims.map((v) => v.sha1));
   }
 
@@ -405,6 +426,7 @@ export class SqliteQuota implements QuotaManager {
       this.flushInside();
       ({ victims, reached } = this.chooseVictims(targetBytes));
     });
+    this.countEvicted(victims);
     await this.unlinkFiles(victims.map((v) => v.sha1));
     if (!reached) this.warnPinned(targetBytes);
     return reached;
@@ -617,6 +639,12 @@ export class SqliteQuota implements QuotaManager {
     }
     for (const v of victims) this.st.deleteRow.run(v.sha1);
     return { victims, reached: used <= target };
+  }
+
+  /** Counted once the transaction that deleted their rows has committed. */
+  private countEvicted(victims: readonly Row[]): void {
+    this.evicted.objects += victims.length;
+    for (const v of victims) this.evicted.bytes += v.size;
   }
 
   // ---- outside ----

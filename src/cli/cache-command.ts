@@ -24,7 +24,8 @@ import { join } from 'node:path';
 import { loadConfig } from '../config/bash-config';
 import { parseSettings } from '../config/parameters';
 import { DiskCache } from '../cache/disk-cache';
-import { SqliteQuota, type QuotaEntry } from '../cache/quota';
+import { SqliteQuota } from '../cache/quota';
+import { formatCacheSize, formatQuotaEntry, megabytes } from '../cache/quota-report';
 import { CatalogDb } from '../catalog/catalog-db';
 import { ContentHash } from '../format/hash';
 import { CvmfsError } from '../errors';
@@ -60,10 +61,6 @@ async function locate(fqrn: string | undefined, o: CacheCommandOptions): Promise
   const s = await stat(join(loc.dir, '00')).catch(() => undefined);
   if (!s?.isDirectory()) throw new CvmfsError('E_USAGE', `${loc.dir} is not a cvmfs cache directory`);
   return loc;
-}
-
-function megabytes(bytes: number): string {
-  return `${Math.round(bytes / MB)}MB`;
 }
 
 /** The hashes a target names: one hash, or the object(s) of a file path found through cached catalogs. */
@@ -114,11 +111,6 @@ async function onlyBreadcrumb(dir: string): Promise<string> {
   );
 }
 
-function formatEntry(e: QuotaEntry): string {
-  const pin = [e.pinned ? 'pinned' : '', e.heldBy.length ? `held:${e.heldBy.join(',')}` : ''].filter(Boolean).join(',') || '-';
-  return `${e.hash} ${e.size} ${e.kind} ${pin} ${e.description}`;
-}
-
 /** Runs one cache action; text for stdout goes through `out`, warnings through `warn`. */
 export async function runCacheCommand(
   action: CacheAction,
@@ -142,17 +134,14 @@ export async function runCacheCommand(
         if (o.json) {
           out(JSON.stringify({ dir: loc.dir, bytes: u.bytes, objects: u.objects, pinnedBytes: u.pinnedBytes, limitBytes: limit }) + '\n');
         } else {
-          out(
-            `Current cache size is ${megabytes(u.bytes)} (${u.bytes} Bytes), pinned: ${megabytes(u.pinnedBytes)} (${u.pinnedBytes} Bytes), ` +
-              `limit: ${limit > 0 ? megabytes(limit) : 'unknown'}, objects: ${u.objects}\n`,
-          );
+          out(formatCacheSize(u, limit));
         }
         return;
       }
       case 'list': {
         const entries = quota.list({ pinnedOnly: o.pinned, kind: o.catalogs ? 'catalog' : undefined });
         if (o.json) out(JSON.stringify(entries, null, 1) + '\n');
-        else for (const e of entries) out(formatEntry(e) + '\n');
+        else for (const e of entries) out(formatQuotaEntry(e) + '\n');
         return;
       }
       case 'evict': {

@@ -12,6 +12,8 @@ import { runDemo } from '../demo/run-demo';
 import { runPublish } from './publish-command';
 import { serveMount, mountInBackground } from './mount-command';
 import { runCacheCommand } from './cache-command';
+import { registerTalkCommand } from './talk-command';
+import { registerConfigCommand } from './config-command';
 import { runImageIngest } from './image-command';
 import { runThinMount, runThinUmount } from './thin-command';
 import { runSnapshotter, DEFAULT_ROOT, DEFAULT_SOCKET } from './snapshotter-command';
@@ -181,6 +183,9 @@ export function buildProgram(): Command {
     .option(...CONFIG_ROOT)
     .action((fqrn, o) => runCacheCommand('rebuild', undefined, fqrn, o));
 
+  registerTalkCommand(program);
+  registerConfigCommand(program);
+
   program
     .command('snapshotter')
     .description('run the containerd proxy snapshotter (thin images and CVMFS layers) until SIGTERM')
@@ -189,6 +194,7 @@ export function buildProgram(): Command {
     .option('--cvmfs-root <dir>', 'where repositories are mounted', '/cvmfs')
     .option('--repository <fqrn>', 'repository to look for remote layers in (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--verbose', 'log every call with its labels')
+    .option('--metrics-listen <addr>', 'serve Prometheus metrics at /metrics on HOST:PORT or a unix socket path')
     .action(async (o) => runSnapshotter(o, BIN));
 
   const image = program.command('image').description('OCI images in a repository');

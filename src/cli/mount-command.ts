@@ -12,6 +12,7 @@ import { isMountpoint } from '../system/mounts';
 import { createLogger } from '../client/log';
 import { parseMountOptions } from '../config/bash-config';
 import { CvmfsError, describeError } from '../errors';
+import { SystemdNotifier } from '../system/sd-notify';
 
 export interface MountCommandOptions {
   options?: string; // -o PARAM=value,...
@@ -19,6 +20,8 @@ export interface MountCommandOptions {
   configRoot?: string;
   log?: string;
   readyFd?: number;
+  /** Start the daemon in its own session (default); mount.cvmfs-ts keeps it in autofs's process group. */
+  detach?: boolean;
 }
 
 const READY_FD = 3;
@@ -31,6 +34,9 @@ export function defaultLogFile(fqrn: string): string {
 /** Runs the mount in this process until it is unmounted. */
 export async function serveMount(fqrn: string, mountpoint: string, o: MountCommandOptions): Promise<void> {
   const log = createLogger(fqrn);
+  // Started by systemd with Type=notify (systemd/cvmfs-ts@.service): it waits for READY=1.
+  const systemd = SystemdNotifier.fromEnvironment();
+  const tellSystemd = (sent: Promise<void> | undefined) => void sent?.catch((e) => log.warn(`systemd notification: ${describeError(e)}`));
   const ready = (message: object) => {
     if (o.readyFd === undefined) return;
     const stream = createWriteStream('', { fd: o.readyFd });
@@ -51,6 +57,7 @@ export async function serveMount(fqrn: string, mountpoint: string, o: MountComma
     throw e;
   }
   ready({ ok: true });
+  tellSystemd(systemd?.ready(`serving ${fqrn} on ${resolve(mountpoint)}`));
   await new Promise<void>((done) => {
     let stopping = false;
     const stop = async (why: string) => {
@@ -58,6 +65,7 @@ export async function serveMount(fqrn: string, mountpoint: string, o: MountComma
       stopping = true;
       clearInterval(poll);
       log.info(`unmounting (${why})`);
+      tellSystemd(systemd?.stopping(`unmounting (${why})`));
       await mount.unmount().catch((e) => log.warn(`unmount: ${describeError(e)}`));
       done();
     };
@@ -78,7 +86,7 @@ export async function mountInBackground(fqrn: string, mountpoint: string, o: Mou
   const args = [bin, 'mount', fqrn, mountpoint, '--foreground', '--ready-fd', String(READY_FD), '--log', logFile];
   if (o.options) args.push('-o', o.options);
   if (o.configRoot) args.push('--config-root', o.configRoot);
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'] });
+  const child = spawn(process.execPath, args, { detached: o.detach ?? true, stdio: ['ignore', logFd, logFd, 'pipe'] });
   closeSync(logFd);
   const verdict = await new Promise<{ ok: boolean; error?: string }>((done) => {
     let text = '';

@@ -39,6 +39,8 @@ export interface MountStatus {
   cachedPath(hash: ContentHash): Promise<string | undefined>;
   /** Chunk list of a regular file. */
   chunks(r: ResolvedEntry): { offset: number; size: number; hash: ContentHash }[];
+  /** Path of the mount's control socket (talk.ts); '' when it has none. */
+  talkSocket?(): string;
 }
 
 type Applies = 'any' | 'regular' | 'hashed' | 'symlink' | 'external';
@@ -121,6 +123,8 @@ const MAGIC: Record<string, MagicXattr> = {
   'user.timeout': { applies: 'any', value: (_r, s) => String(s.timeouts().proxy) },
   'user.timeout_direct': { applies: 'any', value: (_r, s) => String(s.timeouts().direct) },
   'user.version': { applies: 'any', value: (_r, s) => s.version },
+  // Ours, not cvmfs's: lets `cvmfs-ts talk` find the socket of a mount whose configuration it cannot read.
+  'user.talk_socket': { applies: 'any', value: (_r, s) => s.talkSocket?.() ?? '' },
   'user.catalog_counters': {
     applies: 'any',
     value: (r) => `catalog_hash: ${r.catalog.hash}\ncatalog_mountpoint: ${r.catalog.mountPath || '/'}\n${counterLines(r.catalog.db)}`,

@@ -17,8 +17,13 @@ import { loadRevision, RevisionUpdater } from './revision';
 import type { MountStatus } from './magic-xattrs';
 import type { ContentHash } from '../format/hash';
 import { FuseAdapter } from '../fuse/adapter';
-import type { Logger } from './log';
+import type { ConfigurableLogger } from './log';
+import { MountInstrumentation } from './instrumentation';
 import { VERSION } from '../version';
+import { MountControl } from './control';
+import { TalkServer, talkSocketPath } from './talk';
+import { formatShowConfig } from '../config/showconfig';
+import { describeError } from '../errors';
 
 /** Old catalogs stay open this long after a revision switch, for lookups already under way. */
 const CLOSE_OLD_CATALOGS_AFTER_MS = 30_000;
@@ -28,7 +33,8 @@ export interface MountOptions {
   mountpoint: string;
   configRoot?: string;
   overrides?: Record<string, string>;
-  log: Logger;
+  /** Configured here from CVMFS_SYSLOG_LEVEL and CVMFS_DEBUGLOG. */
+  log: ConfigurableLogger;
 }
 
 export class Mount {
@@ -41,14 +47,19 @@ export class Mount {
     private readonly downloader: Downloader,
     private readonly externalDownloader: Downloader | undefined,
     private readonly cache: DiskCache,
+    private readonly talk: TalkServer | undefined,
   ) {}
+
+  /** Logs and metrics (set by create: the constructor's list is long enough). */
+  private instrumentation: MountInstrumentation | undefined;
 
   static async create(o: MountOptions): Promise<Mount> {
     const config = await loadConfig(o.fqrn, { root: o.configRoot, overrides: o.overrides });
     const settings = parseSettings(config);
+    const instrumentation = MountInstrumentation.create({ fqrn: o.fqrn, mountpoint: o.mountpoint, settings, log: o.log });
     const masterKeys = await loadPublicKeys(settings.publicKeyFiles);
     const cache = await DiskCache.open(settings.cacheDir, { quotaLimitMb: settings.quotaLimitMb, log: (level, m) => o.log[level](m) });
-    const downloader = new Downloader({ ...settings, userAgent: `cvmfs-ts/${VERSION}` });
+    const downloader = new Downloader({ ...settings, userAgent: `cvmfs-ts/${VERSION}`, observer: instrumentation.downloads });
     // External files come from their own hosts, through their own proxies (DIRECT by default), with
     // their own timeouts: a second download manager, as the real client's (§5.12, §7.1).
     const externalDownloader =
@@ -60,11 +71,13 @@ export class Mount {
             timeoutS: settings.externalTimeoutS,
             timeoutDirectS: settings.externalTimeoutDirectS,
             userAgent: `cvmfs-ts/${VERSION}`,
+            observer: instrumentation.downloads,
           })
         : undefined;
     const fetcher = new Fetcher(cache, downloader, { externalUrls: settings.externalUrls, externalDownloader });
     const startedAt = new Date();
     try {
+      await instrumentation.listen(); // before the FUSE mount: binding must not look up paths through it
       const bootSources: BootstrapSources = {
         getRaw: (path) => fetcher.getRaw(path, { noCache: true }),
         fetchObject: (hash, suffix, description) => fetcher.fetch({ hash, suffix, compressed: true, description }),
@@ -74,6 +87,7 @@ export class Mount {
       const boot = await bootstrap({ fqrn: o.fqrn, masterKeys, fixedRootHash: settings.rootHash }, bootSources);
       if (boot.offline) o.log.warn(`servers unreachable: mounting revision cached in ${settings.cacheDir} (offline mode)`);
       const loadCatalog = async (hash: ContentHash, mountPath: string, size: number) => {
+        o.log.debug(`loading catalog ${mountPath || '/'} (${hash})`);
         const path = await fetcher.fetch({
           hash,
           suffix: 'C',
@@ -112,6 +126,7 @@ export class Mount {
       });
       const tree = () => updater.mounted.tree;
       const counters = fetcher.counters;
+      let talk: TalkServer | undefined;
       const status: MountStatus = {
         fqrn: o.fqrn,
         version: VERSION,
@@ -132,11 +147,14 @@ export class Mount {
         openCalls: () => filesystem?.counters.open ?? 0,
         dirOpenCalls: () => filesystem?.counters.opendir ?? 0,
         ioErrors: () => filesystem?.counters.ioErrors ?? 0,
-        timeouts: () => ({ proxy: settings.timeoutS, direct: settings.timeoutDirectS }),
+        timeouts: () => ({ proxy: downloader.timeouts().proxyS, direct: downloader.timeouts().directS }),
         externalHost: () => settings.externalUrls[0] ?? '',
         cachedPath: async (hash) => ((await cache.has(hash)) ? cache.pathOf(hash) : undefined),
         chunks: (r) => tree().chunks(r),
+        talkSocket: () => talk?.path ?? '',
       };
+      const downloaders = externalDownloader ? [downloader, externalDownloader] : [downloader];
+      instrumentation.watch({ ...status, fetcher: counters, quota: cache.quota, downloaders });
       filesystem = new Filesystem({
         tree: tree(),
         fetcher,
@@ -156,6 +174,7 @@ export class Mount {
         kcacheTimeoutS: settings.kcacheTimeoutS,
         checkPermissions: settings.checkPermissions,
         onIoError: (op, path, e) => o.log.error(`${op} ${path}: ${(e as Error).message}`),
+        observe: instrumentation.fuse,
       });
       await fuse.mount();
       if (!fuse.perOpenCacheFlags) {
@@ -166,8 +185,30 @@ export class Mount {
           `${boot.offline ? ' offline' : ''}${boot.fixed ? ' (fixed root hash)' : ''}`,
       );
       if (!boot.fixed && settings.autoUpdate) updater.start();
-      return new Mount(settings, config, updater, filesystem, fuse, downloader, externalDownloader, cache);
+      const control = new MountControl({
+        fqrn: o.fqrn,
+        mountpoint: o.mountpoint,
+        pid: process.pid,
+        version: VERSION,
+        network: downloader,
+        quota: cache.quota,
+        limitBytes: Math.max(settings.quotaLimitMb, 0) * 1024 * 1024,
+        revisions: updater,
+        updatable: !boot.fixed,
+        filesystem,
+        fetcher,
+        parameters: () => formatShowConfig(config, settings, { short: true }),
+      });
+      // Without a control socket the mount still serves; only `cvmfs-ts talk` cannot reach it.
+      talk = await TalkServer.start(talkSocketPath(settings.cacheDir, o.fqrn), (line) => control.answer(line)).catch((e: unknown) => {
+        o.log.warn(`no control socket: ${describeError(e)}`);
+        return undefined;
+      });
+      const mount = new Mount(settings, config, updater, filesystem, fuse, downloader, externalDownloader, cache, talk);
+      mount.instrumentation = instrumentation;
+      return mount;
     } catch (e) {
+      await instrumentation.close();
       await downloader.close();
       await externalDownloader?.close();
       await cache.close();
@@ -176,12 +217,14 @@ export class Mount {
   }
 
   async unmount(): Promise<void> {
+    await this.talk?.close();
     this.revisions.stop();
     await this.fuse.unmount();
     for (const c of this.revisions.mounted.tree.catalogs()) c.db.close();
     await this.downloader.close();
     await this.externalDownloader?.close();
     await this.cache.close(); // flushes the LRU state, releases this mount's pins
+    await this.instrumentation?.close();
   }
 }
 

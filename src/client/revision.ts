@@ -57,6 +57,8 @@ export class RevisionUpdater {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<'updated' | 'current' | 'failed'> | undefined;
   private stopped = false;
+  /** Timer-driven checks run only after start(); a check asked for (talk `remount`) re-arms nothing. */
+  private started = false;
 
   constructor(
     private current: MountedRevision,
@@ -73,6 +75,7 @@ export class RevisionUpdater {
   }
 
   start(): void {
+    this.started = true;
     this.schedule(this.current.ttlS);
   }
 
@@ -82,7 +85,7 @@ export class RevisionUpdater {
   }
 
   private schedule(seconds: number): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.started) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.checkNow(), Math.max(seconds, 1) * 1000);
     this.timer.unref();
@@ -100,6 +103,7 @@ export class RevisionUpdater {
       if (boot.offline) throw new Error('servers unreachable');
       if (boot.rootHash.equals(this.current.rootHash)) {
         this.current = { ...this.current, loadedAt: new Date() };
+        this.o.log.debug(`revision ${this.current.revision} is current; next check in ${this.current.ttlS} s`);
         this.schedule(this.current.ttlS);
         return 'current';
       }

@@ -359,6 +359,27 @@ export async function loadConfig(fqrn: string, o: LoadOptions = {}): Promise<Loa
  * Items that are not `CVMFS_<NAME>=...` are refused with E_USAGE.
  */
 export function parseMountOptions(text: string): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const item of splitMountOptions(text)) {
+    if (item.trim() === '') continue;
+    const eq = item.indexOf('=');
+    const name = eq < 0 ? item : item.slice(0, eq);
+    if (eq < 0 || !/^CVMFS_[A-Za-z0-9_]+$/.test(name)) {
+      throw new CvmfsError(
+        'E_USAGE',
+        `unsupported mount option '${item}': only CVMFS_<PARAMETER>=<value> options are accepted`,
+      );
+    }
+    result[name] = item.slice(eq + 1);
+  }
+  return result;
+}
+
+/**
+ * The items of an option string with the quoting of parseMountOptions undone (empty items kept);
+ * the mount(8) helper uses it to sort generic options from CVMFS_ ones.
+ */
+export function splitMountOptions(text: string): string[] {
   const items: string[] = [];
   let cur = '';
   let quote: '' | "'" | '"' = '';
@@ -385,19 +406,12 @@ export function parseMountOptions(text: string): Record<string, string> {
   }
   if (quote) throw new CvmfsError('E_USAGE', `unterminated ${quote} quote in mount options: ${text}`);
   items.push(cur);
+  return items;
+}
 
-  const result: Record<string, string> = {};
-  for (const item of items) {
-    if (item.trim() === '') continue;
-    const eq = item.indexOf('=');
-    const name = eq < 0 ? item : item.slice(0, eq);
-    if (eq < 0 || !/^CVMFS_[A-Za-z0-9_]+$/.test(name)) {
-      throw new CvmfsError(
-        'E_USAGE',
-        `unsupported mount option '${item}': only CVMFS_<PARAMETER>=<value> options are accepted`,
-      );
-    }
-    result[name] = item.slice(eq + 1);
-  }
-  return result;
+/** The inverse of parseMountOptions: every value double-quoted, so commas and quotes survive. */
+export function formatMountOptions(options: Readonly<Record<string, string>>): string {
+  return Object.entries(options)
+    .map(([name, value]) => `${name}="${value.replace(/["\\]/g, '\\$&')}"`)
+    .join(',');
 }

@@ -11,6 +11,8 @@ import { CvmfsError, describeError } from '../errors';
 import { ContentHash } from '../format/hash';
 import { COMMAND_LINE_SOURCE, DEFAULT_CONFIG_ROOT, type ConfigValue, type LoadedConfig } from './bash-config';
 import type { ClientSettings, ProxyGroup } from './settings';
+import { LISTEN_ADDRESS_FORMS, parseListenAddress, type ListenAddress } from '../metrics/listen-address';
+import type { SyslogLevel } from '../client/log';
 
 /** mount/default.conf values (and built-in defaults) used when a parameter is unset. */
 export const DEFAULTS = {
@@ -44,6 +46,7 @@ export const KNOWN_PARAMETERS: readonly string[] = [
   'CVMFS_CACHE_DIR',
   'CVMFS_CHECK_PERMISSIONS',
   'CVMFS_CLAIM_OWNERSHIP',
+  'CVMFS_DEBUGLOG',
   'CVMFS_EXTERNAL_FALLBACK_PROXY',
   'CVMFS_EXTERNAL_HTTP_PROXY',
   'CVMFS_EXTERNAL_TIMEOUT',
@@ -67,8 +70,10 @@ export const KNOWN_PARAMETERS: readonly string[] = [
   'CVMFS_ROOT_HASH',
   'CVMFS_SERVER_URL',
   'CVMFS_SHARED_CACHE',
+  'CVMFS_SYSLOG_LEVEL',
   'CVMFS_TIMEOUT',
   'CVMFS_TIMEOUT_DIRECT',
+  'CVMFS_TS_METRICS_LISTEN',
   'CVMFS_UID_MAP',
 ];
 
@@ -313,6 +318,20 @@ function rootHash(config: LoadedConfig): string | undefined {
   }
 }
 
+/** CVMFS_SYSLOG_LEVEL: 1 and 2 as cvmfs; any other integer means its default, 3 (SetLogSyslogLevel). */
+function syslogLevel(config: LoadedConfig): SyslogLevel {
+  const n = parseInteger(config, 'CVMFS_SYSLOG_LEVEL', true);
+  return n === 1 || n === 2 ? n : 3;
+}
+
+function metricsListen(config: LoadedConfig): ListenAddress | undefined {
+  const v = lookup(config, 'CVMFS_TS_METRICS_LISTEN');
+  if (v === undefined) return undefined;
+  const a = parseListenAddress(v.value);
+  if (!a) throw bad('CVMFS_TS_METRICS_LISTEN', v, `expected ${LISTEN_ADDRESS_FORMS}`);
+  return a;
+}
+
 export function parseSettings(config: LoadedConfig): ClientSettings {
   const fqrn = config.fqrn;
   const serverUrls = urlList(config, 'CVMFS_SERVER_URL');
@@ -360,6 +379,9 @@ export function parseSettings(config: LoadedConfig): ClientSettings {
     checkPermissions: bool(config, 'CVMFS_CHECK_PERMISSIONS'),
     maxTtlMinutes: int(config, 'CVMFS_MAX_TTL'),
     followRedirects: bool(config, 'CVMFS_FOLLOW_REDIRECTS'),
+    syslogLevel: syslogLevel(config),
+    debugLog: absolutePath(config, 'CVMFS_DEBUGLOG'),
+    metricsListen: metricsListen(config),
     parameters,
   };
 }

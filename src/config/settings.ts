@@ -2,6 +2,8 @@
  * The typed client settings a mount runs with, parsed from CVMFS_* parameters (§5.9–5.14).
  * Produced by config/parameters.ts; consumed by the mount's composition root.
  */
+import type { ListenAddress } from '../metrics/listen-address';
+import type { SyslogLevel } from '../client/log';
 
 /** One proxy group of CVMFS_HTTP_PROXY: its members are load-balanced; "DIRECT" means no proxy. */
 export type ProxyGroup = readonly string[];
@@ -66,6 +68,15 @@ export interface ClientSettings {
   readonly maxTtlMinutes: number;
   /** CVMFS_FOLLOW_REDIRECTS (default no). */
   readonly followRedirects: boolean;
+  /**
+   * CVMFS_SYSLOG_LEVEL: the syslog priority of ordinary log messages, 1 debug, 2 info, 3 notice
+   * (default; other values too, as cvmfs). Warnings and errors keep theirs (client/log.ts).
+   */
+  readonly syslogLevel: SyslogLevel;
+  /** CVMFS_DEBUGLOG: absolute path of a file that receives every log event, debug ones included. */
+  readonly debugLog: string | undefined;
+  /** CVMFS_TS_METRICS_LISTEN: where the daemon serves Prometheus metrics (/metrics); unset = none. */
+  readonly metricsListen: ListenAddress | undefined;
   /** Every parameter after parsing: exported to the process environment for variant symlinks (§5.5). */
   readonly parameters: ReadonlyMap<string, string>;
 }

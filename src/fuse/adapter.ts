@@ -25,7 +25,19 @@ export interface FuseMountOptions {
   checkPermissions: boolean;
   /** Called with every error answered as EIO, for the log. */
   onIoError: (op: string, path: string, error: unknown) => void;
+  /** Per operation, told about every answered call (metrics, debug log); none = not even timed. */
+  observe?: FuseObserver;
 }
+
+/** The operations answered through `answer` (fgetattr counts as getattr), as named in metrics. */
+export const FUSE_OPS = ['getattr', 'access', 'readdir', 'readlink', 'open', 'read', 'release', 'getxattr', 'listxattr', 'statfs'] as const;
+export type FuseOp = (typeof FUSE_OPS)[number];
+/**
+ * `startedMs` is performance.now() when the call reached us, `errno` 0 or the negative errno
+ * answered. Runs on every call of the hot path: it must not allocate or block.
+ */
+export type FuseOpRecorder = (startedMs: number, errno: number, path: string) => void;
+export type FuseObserver = Readonly<Record<FuseOp, FuseOpRecorder>>;
 
 const E = {
   ENOENT: -2,
@@ -212,16 +224,25 @@ export class FuseAdapter {
   }
 
   /** Runs an async operation and answers the kernel once, mapping failures to errno. */
-  private answer<T>(op: string, path: string, cb: Callback, run: () => Promise<T> | T, reply: (value: T) => void): void {
+  private answer<T>(op: FuseOp, path: string, cb: Callback, run: () => Promise<T> | T, reply: (value: T) => void): void {
+    const record = this.o.observe?.[op];
+    const started = record ? performance.now() : 0;
     let result: Promise<T>;
     try {
       result = Promise.resolve(run());
     } catch (e) {
       result = Promise.reject(e);
     }
-    result.then(reply, (e: unknown) => {
+    const replied = record
+      ? (value: T) => {
+          record(started, 0, path);
+          reply(value);
+        }
+      : reply;
+    result.then(replied, (e: unknown) => {
       const errno = errnoOf(e);
       if (errno === E.EIO) this.o.onIoError(op, path, e);
+      record?.(started, errno, path);
       cb(errno);
     });
   }

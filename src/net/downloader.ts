@@ -47,7 +47,35 @@ export type DownloaderOptions = Pick<
   | 'followRedirects'
   | 'proxyResetAfterS'
   | 'hostResetAfterS'
-> & { readonly userAgent?: string };
+> & { readonly userAgent?: string; readonly observer?: DownloadObserver };
+
+/** How one HTTP attempt ended: `ok`, or the kind of failure (§5.12 decides what each one means). */
+export type AttemptOutcome = 'ok' | 'not_found' | 'http_error' | 'host_error' | 'proxy_error' | 'transfer_error' | 'bad_data' | 'aborted';
+
+export interface AttemptReport {
+  /** The base URL (host) and the proxy (or DIRECT) of the attempt. */
+  readonly host: string;
+  readonly proxy: string;
+  /** The path below the base URL. */
+  readonly path: string;
+  readonly outcome: AttemptOutcome;
+  /** Body bytes handed to the sink by this attempt. */
+  readonly bytes: number;
+  /** Request to last byte. */
+  readonly seconds: number;
+  /** Why it failed. */
+  readonly detail?: string;
+}
+
+/**
+ * Told about every attempt and every failover as it happens, for metrics and logs (the composition
+ * root wires it); called synchronously, so it must be cheap and must not throw.
+ */
+export interface DownloadObserver {
+  attempt(r: AttemptReport): void;
+  /** A request moves on from `from` to `to` (another host, or another proxy for the same host). */
+  failover(kind: 'host' | 'proxy', from: string, to: string, reason: string): void;
+}
 
 export interface DownloadRequestOptions {
   readonly signal?: AbortSignal;
@@ -133,6 +161,12 @@ class AttemptFailure extends Error {
   }
 }
 
+function outcomeOf(f: AttemptFailure): AttemptOutcome {
+  if (f.kind === 'host') return f.status === 404 ? 'not_found' : f.status !== undefined ? 'http_error' : 'host_error';
+  if (f.kind === 'badData') return 'bad_data';
+  return f.kind === 'proxy' ? 'proxy_error' : 'transfer_error';
+}
+
 /** Wraps an error thrown by the caller's sink so it is told apart from transfer errors. */
 class SinkFailure extends Error {
   constructor(readonly error: unknown) {
@@ -165,6 +199,12 @@ function splitUrl(url: string): { origin: string; authority: string; path: strin
   if (!m) throw new CvmfsError('E_USAGE', `'${url}' is not an http(s) URL`);
   const path = m[3] === '' ? '/' : m[3].startsWith('/') ? m[3] : '/' + m[3];
   return { origin: `${m[1].toLowerCase()}://${m[2]}`, authority: m[2], path };
+}
+
+/** Proxies normalized, empty members and groups dropped; no group at all means DIRECT. */
+function normalizeGroups(groups: readonly (readonly string[])[]): string[][] {
+  const out = groups.map((g) => g.map(normalizeProxy).filter((p) => p !== '')).filter((g) => g.length > 0);
+  return out.length > 0 ? out : [[DIRECT]];
 }
 
 /** Network error codes that mean the name did not resolve (a host error at once, no retry). */
@@ -200,16 +240,19 @@ export class Downloader {
     hostFailovers: 0,
     proxyFailovers: 0,
   };
-  private readonly hosts: readonly string[];
-  private readonly groups: readonly (readonly string[])[];
+  private hosts: readonly string[];
+  private groups: readonly (readonly string[])[];
   private readonly userAgent: string;
-  private readonly hostRing: RingState = { index: 0, awaySince: undefined };
+  private hostRing: RingState = { index: 0, awaySince: undefined };
   /** Base-URL lists given per request (external hosts) remember their own current index. */
   private readonly otherRings = new Map<string, RingState>();
   private groupIndex = 0;
   /** Per group: the member in use, and the members that failed since the group became current. */
-  private readonly memberIndex: number[];
-  private readonly burned: Set<number>[];
+  private memberIndex: number[];
+  private burned: Set<number>[];
+  /** CVMFS_TIMEOUT / CVMFS_TIMEOUT_DIRECT in seconds; changeable while running (talk `timeout set`). */
+  private timeoutS: number;
+  private timeoutDirectS: number;
   /** Reset timers (performance.now() ms): since a backup group is current; since a member failed over. */
   private backupGroupSince: number | undefined;
   private memberFailoverSince: number | undefined;
@@ -219,11 +262,57 @@ export class Downloader {
   constructor(private readonly o: DownloaderOptions) {
     if (o.serverUrls.length === 0) throw new CvmfsError('E_USAGE', 'no server URL configured');
     this.hosts = o.serverUrls.map((u) => u.replace(/\/+$/, ''));
-    const groups = o.proxyGroups.map((g) => g.map(normalizeProxy).filter((p) => p !== '')).filter((g) => g.length > 0);
-    this.groups = groups.length > 0 ? groups : [[DIRECT]];
+    this.groups = normalizeGroups(o.proxyGroups);
     this.memberIndex = this.groups.map((g) => Math.floor(Math.random() * g.length));
     this.burned = this.groups.map(() => new Set<number>());
+    this.timeoutS = o.timeoutS;
+    this.timeoutDirectS = o.timeoutDirectS;
     this.userAgent = o.userAgent ?? `cvmfs-ts/${VERSION}`;
+  }
+
+  // ---- run-time control (talk `host …`, `proxy …`, `timeout …`); requests under way finish as they began ----
+
+  /** Index of currentHost() in hostList(). */
+  currentHostIndex(): number {
+    return this.hostRing.index;
+  }
+
+  /** Makes the next host of the chain the current one (its reset timer starts as after a failover). */
+  switchHost(): void {
+    const ring = this.hostRing;
+    ring.index = (ring.index + 1) % this.hosts.length;
+    ring.awaySince = ring.index === 0 ? undefined : (ring.awaySince ?? performance.now());
+  }
+
+  /** A new host chain, starting at its first host. A fresh ring state: requests under way move the old one. */
+  setHosts(urls: readonly string[]): void {
+    if (urls.length === 0) throw new CvmfsError('E_USAGE', 'no server URL given');
+    this.hosts = urls.map((u) => u.replace(/\/+$/, ''));
+    this.hostRing = { index: 0, awaySince: undefined };
+  }
+
+  /** Index of the current group in proxyGroupList(). */
+  currentProxyGroupIndex(): number {
+    return this.groupIndex;
+  }
+
+  /** New proxy groups (as CVMFS_HTTP_PROXY), starting at group 0 with random members. */
+  setProxies(groups: readonly (readonly string[])[]): void {
+    this.groups = normalizeGroups(groups);
+    this.memberIndex = this.groups.map((g) => Math.floor(Math.random() * g.length));
+    this.burned = this.groups.map(() => new Set<number>());
+    this.groupIndex = 0;
+    this.backupGroupSince = undefined;
+    this.memberFailoverSince = undefined;
+  }
+
+  timeouts(): { proxyS: number; directS: number } {
+    return { proxyS: this.timeoutS, directS: this.timeoutDirectS };
+  }
+
+  setTimeouts(proxyS: number, directS: number): void {
+    this.timeoutS = proxyS;
+    this.timeoutDirectS = directS;
   }
 
   currentHost(): string {
@@ -268,7 +357,7 @@ export class Downloader {
     let badData = false;
     const state = { delivered: 0 };
 
-    const runAttempt = async (url: string, proxy: string): Promise<DownloadResult | AttemptFailure> => {
+    const runAttempt = async (base: string, url: string, proxy: string): Promise<DownloadResult | AttemptFailure> => {
       if (dirty) {
         if (!ro.onRestart) {
           throw new CvmfsError('E_NETWORK', `${url}: transfer failed after delivering bytes, and the sink cannot restart`, {
@@ -281,24 +370,35 @@ export class Downloader {
       attempts++;
       state.delivered = 0;
       const started = performance.now();
+      let seconds = 0;
+      const report = (outcome: AttemptOutcome, detail?: string) =>
+        this.o.observer?.attempt({ host: base, proxy, path: rel, outcome, bytes: state.delivered, seconds, detail });
       let bytes: number;
       try {
         bytes = await this.attempt(url, proxy, sink, { ...ro, noCache }, state);
       } catch (e) {
+        seconds = (performance.now() - started) / 1000;
         if (state.delivered > 0) dirty = true;
-        if (e instanceof SinkFailure) throw e.error;
-        if (ro.signal?.aborted) throw ro.signal.reason;
-        if (e instanceof AttemptFailure) return e;
-        return new AttemptFailure('transfer', describeError(e), undefined, { cause: e });
+        if (e instanceof SinkFailure || ro.signal?.aborted) {
+          report('aborted', describeError(e instanceof SinkFailure ? e.error : ro.signal?.reason));
+          if (e instanceof SinkFailure) throw e.error;
+          throw ro.signal?.reason;
+        }
+        const failure = e instanceof AttemptFailure ? e : new AttemptFailure('transfer', describeError(e), undefined, { cause: e });
+        report(outcomeOf(failure), failure.message);
+        return failure;
       } finally {
-        this.counters.seconds += (performance.now() - started) / 1000;
+        seconds = (performance.now() - started) / 1000;
+        this.counters.seconds += seconds;
       }
       // An error thrown by verify, like one of the sink, is the caller's and ends the download.
       if (ro.verify && !(await ro.verify())) {
         dirty = true;
         badData = true;
+        report('bad_data', 'the body failed verification');
         return new AttemptFailure('badData', `${url}: bad data (the body failed verification)`);
       }
+      report('ok');
       return { host: '', proxy, bytes };
     };
 
@@ -313,7 +413,7 @@ export class Downloader {
           const { group, member, proxy } = proxies[p];
           let outcome: DownloadResult | AttemptFailure | undefined;
           for (let retry = 0; ; retry++) {
-            outcome = await runAttempt(url, proxy);
+            outcome = await runAttempt(base, url, proxy);
             if (!(outcome instanceof AttemptFailure)) break;
             lastError = outcome;
             if (outcome.status !== 404) notFoundEverywhere = false;
@@ -339,8 +439,11 @@ export class Downloader {
           if (kind === 'host') {
             hostFailed = true;
           } else {
-            this.proxyFailed(group, member);
-            if (p + 1 < proxies.length) this.counters.proxyFailovers++;
+            this.proxyFailed(group, member, proxy);
+            if (p + 1 < proxies.length) {
+              this.counters.proxyFailovers++;
+              this.o.observer?.failover('proxy', proxy, proxies[p + 1].proxy, outcome.message);
+            }
           }
         }
         // Host error, or every proxy failed for this host ("trying host fail-over").
@@ -349,7 +452,10 @@ export class Downloader {
           ringState.index = (hostIdx + 1) % ring.length;
           ringState.awaySince = ringState.index === 0 ? undefined : (ringState.awaySince ?? performance.now());
         }
-        if (h + 1 < ring.length) this.counters.hostFailovers++;
+        if (h + 1 < ring.length) {
+          this.counters.hostFailovers++;
+          this.o.observer?.failover('host', base, ring[(start + h + 1) % ring.length], lastError?.message ?? '');
+        }
       }
     } catch (e) {
       this.counters.failures++;
@@ -390,8 +496,9 @@ export class Downloader {
   }
 
   /** Burns a failed proxy; if it was the current one, switch to another member or the next group. */
-  private proxyFailed(group: number, member: number): void {
-    if (group !== this.groupIndex || member !== this.memberIndex[group]) return;
+  private proxyFailed(group: number, member: number, proxy: string): void {
+    // `proxy` tells whether the groups are still those the request started with (not `proxy set` since).
+    if (group !== this.groupIndex || member !== this.memberIndex[group] || this.groups[group]?.[member] !== proxy) return;
     const burned = this.burned[group];
     burned.add(member);
     const left = this.groups[group].map((_, i) => i).filter((i) => !burned.has(i));
@@ -447,7 +554,7 @@ export class Downloader {
     state: { delivered: number },
   ): Promise<number> {
     const direct = proxy === DIRECT;
-    const timeoutMs = Math.max(1, Math.round((direct ? this.o.timeoutDirectS : this.o.timeoutS) * 1000));
+    const timeoutMs = Math.max(1, Math.round((direct ? this.timeoutDirectS : this.timeoutS) * 1000));
     let url = startUrl;
     for (let hop = 0; ; hop++) {
       const target = splitUrl(url);

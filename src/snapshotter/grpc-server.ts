@@ -74,6 +74,8 @@ export interface ServerOptions {
   /** Logs every call with its arguments (labels included). */
   readonly verbose?: boolean;
   readonly log?: (line: string) => void;
+  /** Told about every answered call (metrics): its method, duration and status code name. */
+  readonly metrics?: { request(method: string, seconds: number, code: string): void };
 }
 
 export interface SnapshotterServer {
@@ -90,12 +92,18 @@ export async function serveSnapshotter(snapshotter: Snapshotter, socket: string,
   function unary<Req, Res>(method: string, run: (req: Req) => Promise<Res> | Res): Unary<Req, Res> {
     return (call, callback) => {
       if (o.verbose) log(`${method} ${JSON.stringify(call.request)}`);
+      const started = performance.now();
+      const record = (code: grpc.status) => o.metrics?.request(method, (performance.now() - started) / 1000, grpc.status[code]);
       Promise.resolve()
         .then(() => run(call.request))
         .then(
-          (res) => callback(null, res),
+          (res) => {
+            record(grpc.status.OK);
+            callback(null, res);
+          },
           (e: unknown) => {
             const code = statusOf(e);
+            record(code);
             if (o.verbose || code === grpc.status.UNKNOWN) log(`${method} failed: ${grpc.status[code]}: ${describeError(e)}`);
             callback({ code, details: describeError(e) } as grpc.ServiceError, null);
           },
@@ -130,11 +138,15 @@ export async function serveSnapshotter(snapshotter: Snapshotter, socket: string,
     }),
     List: (call: grpc.ServerWritableStream<ListSnapshotsRequest, ListSnapshotsResponse>) => {
       if (o.verbose) log(`List ${JSON.stringify(call.request)}`);
+      const started = performance.now();
+      const record = (code: grpc.status) => o.metrics?.request('List', (performance.now() - started) / 1000, grpc.status[code]);
       try {
         const infos = snapshotter.list(call.request.filters).map(toProtoInfo);
         for (let i = 0; i < infos.length; i += LIST_BATCH) call.write({ info: infos.slice(i, i + LIST_BATCH) });
         call.end();
+        record(grpc.status.OK);
       } catch (e) {
+        record(statusOf(e));
         // grpc-js ends a server stream with a status when the call emits an error carrying a code.
         call.emit('error', { code: statusOf(e), details: describeError(e) });
       }

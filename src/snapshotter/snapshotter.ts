@@ -38,6 +38,18 @@ export interface SnapshotterOptions {
   /** Overrides the kernel check for overlay's index option (tests). */
   readonly indexOff?: boolean;
   readonly log?: (line: string) => void;
+  /** Told what happens, for metrics. */
+  readonly events?: SnapshotterEvents;
+}
+
+/** What the snapshotter reports as it works (metrics); synchronous, so cheap and never throwing. */
+export interface SnapshotterEvents {
+  /** A Prepare asked about a layer: `found` when a repository holds it (no download, no unpack). */
+  remoteLayer(found: boolean): void;
+  /** Mounts were built for an active or view snapshot; `thin` when thin image layers are among the lowers. */
+  mounted(kind: 'active' | 'view', thin: boolean): void;
+  /** A committed layer turned out to be a thin image layer. */
+  thinCommitted(): void;
 }
 
 function toInfo(r: SnapshotRecord): SnapshotInfo {
@@ -117,6 +129,7 @@ export class Snapshotter {
   private async tryRemoteLayer(key: string, parent: string, labels: Labels, target: string, digest: string): Promise<void> {
     if (this.store.get(key)) throw alreadyExists(`snapshot ${JSON.stringify(key)}`);
     const dir = await findRemoteLayer(digest, this.o.repositories ?? [], this.repos);
+    this.o.events?.remoteLayer(dir !== undefined);
     if (!dir) {
       this.log(`remote layer sha256:${digest} is in no repository; unpacking it`);
       return;
@@ -146,11 +159,14 @@ export class Snapshotter {
 
   private async mountsOf(r: SnapshotRecord): Promise<Mount[]> {
     if (r.kind === 'committed') throw precondition(`snapshot ${JSON.stringify(r.name)} is committed`);
-    const paths = await this.lowerDirectories(this.store.parents(r));
+    const chain = this.store.parents(r);
+    const paths = await this.lowerDirectories(chain);
     const lowers: LowerDir[] = [];
     for (const path of paths) lowers.push({ path, link: await this.links.link(path) });
     const dir = join(this.snapshotsDir, String(r.id));
-    return buildMounts({ kind: r.kind, fs: join(dir, 'fs'), work: join(dir, 'work'), lowers, indexOff: this.indexOff });
+    const mounts = buildMounts({ kind: r.kind, fs: join(dir, 'fs'), work: join(dir, 'work'), lowers, indexOff: this.indexOff });
+    this.o.events?.mounted(r.kind, chain.some((p) => p.thinJson !== null));
+    return mounts;
   }
 
   /** The directories that make up a parent chain (nearest first), thin layers expanded. */
@@ -171,7 +187,10 @@ export class Snapshotter {
     // Measured before the transaction (it takes time); the snapshot no longer changes once containerd commits it.
     const usage = await diskUsage(this.fsDir(r.id));
     const thinJson = (await readThinJson(this.fsDir(r.id), this.log)) ?? null;
-    if (thinJson) this.log(`snapshot ${name} is a thin image layer`);
+    if (thinJson) {
+      this.log(`snapshot ${name} is a thin image layer`);
+      this.o.events?.thinCommitted();
+    }
     this.store.commit(key, name, { labels, ...usage, thinJson });
   }
 

@@ -31,6 +31,8 @@ export interface MountSpec {
   options?: string;
   /** Reuse a cache base (e.g. to test warm caches, breadcrumbs, offline mode). */
   cacheBase?: string;
+  /** Where to mount (default <dir>/mnt). */
+  mountpoint?: string;
 }
 
 export async function writeConfigRoot(dir: string, s: MountSpec, cacheBase: string): Promise<string> {
@@ -94,7 +96,7 @@ export async function mountRepository(t: Test, dir: string, s: MountSpec): Promi
 export async function tryMount(t: Test, dir: string, s: MountSpec): Promise<{ mount: TestMount } | { error: CliResult }> {
   const cacheBase = s.cacheBase ?? join(dir, 'cache');
   const configRoot = await writeConfigRoot(dir, s, cacheBase);
-  const mountpoint = join(dir, 'mnt');
+  const mountpoint = s.mountpoint ?? join(dir, 'mnt');
   // A stale mount (its daemon killed) answers ENOTCONN; `cvmfs-ts mount` takes it over.
   await mkdir(mountpoint, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
     if (e.code !== 'ENOTCONN') throw e;
