@@ -47,6 +47,8 @@ type Applies = 'any' | 'regular' | 'hashed' | 'symlink' | 'external';
 
 interface MagicXattr {
   applies: Applies;
+  /** Answered by getxattr but not listed: names the real client does not have stay out of listings. */
+  hidden?: boolean;
   value(r: ResolvedEntry, s: MountStatus): string | Promise<string>;
 }
 
@@ -124,7 +126,7 @@ const MAGIC: Record<string, MagicXattr> = {
   'user.timeout_direct': { applies: 'any', value: (_r, s) => String(s.timeouts().direct) },
   'user.version': { applies: 'any', value: (_r, s) => s.version },
   // Ours, not cvmfs's: lets `cvmfs-ts talk` find the socket of a mount whose configuration it cannot read.
-  'user.talk_socket': { applies: 'any', value: (_r, s) => s.talkSocket?.() ?? '' },
+  'user.talk_socket': { applies: 'any', hidden: true, value: (_r, s) => s.talkSocket?.() ?? '' },
   'user.catalog_counters': {
     applies: 'any',
     value: (r) => `catalog_hash: ${r.catalog.hash}\ncatalog_mountpoint: ${r.catalog.mountPath || '/'}\n${counterLines(r.catalog.db)}`,
@@ -166,6 +168,6 @@ export async function magicXattr(name: string, r: ResolvedEntry, s: MountStatus)
 
 export function magicXattrNames(r: ResolvedEntry): string[] {
   return Object.entries(MAGIC)
-    .filter(([, m]) => applies(m.applies, r))
+    .filter(([, m]) => !m.hidden && applies(m.applies, r))
     .map(([name]) => name);
 }
