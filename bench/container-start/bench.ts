@@ -1,0 +1,152 @@
+/**
+ * The bench/container-start harness: for each image and mode, `runs` timed container starts in an
+ * Environment, with bytes over the link and HTTP requests per run.
+ */
+import { performance } from 'node:perf_hooks';
+import { Interrupted, sleep } from '../lib/proc';
+import type { BenchImage, Environment, Snapshot } from './environment';
+import type { Mode, ModeContext } from './modes';
+
+export interface BenchRecord {
+  readonly image: string;
+  readonly mode: string;
+  readonly runs_s: number[];
+  readonly median_s: number | null;
+  readonly min_s: number | null;
+  readonly max_s: number | null;
+  /** Median over the runs of the bytes through the link (both directions, with headers). */
+  readonly bytes_over_link: number | null;
+  /** Median over the runs of the HTTP requests to the registry and the repository server. */
+  readonly requests: number | null;
+  readonly bytes_runs: number[];
+  readonly requests_runs: number[];
+  readonly requests_registry: number | null;
+  readonly requests_cvmfs: number | null;
+  /** Median seconds of the repository mount done before the clock (thin-cold, thin-warm). */
+  readonly mount_s?: number;
+  /** Median seconds from the start of the clock to the end of each marked phase (e.g. pull). */
+  readonly phases_s?: Record<string, number>;
+  readonly image_compressed_bytes: number;
+  readonly image_unpacked_bytes: number;
+  readonly rate_mbit: number;
+  readonly rtt_ms: number;
+  /** Set when the mode failed for this image (the runs before the failure are kept). */
+  readonly error?: string;
+}
+
+export function median(xs: readonly number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+interface RunSample {
+  seconds: number;
+  bytes: number;
+  registry: number;
+  cvmfs: number;
+  extra: Record<string, number>;
+  phases: Record<string, number>;
+}
+
+function diff(a: Snapshot, b: Snapshot) {
+  return {
+    bytes: b.link.down - a.link.down + (b.link.up - a.link.up),
+    registry: b.requests.registry - a.requests.registry,
+    cvmfs: b.requests.cvmfs - a.requests.cvmfs,
+  };
+}
+
+export interface BenchOptions {
+  readonly env: Environment;
+  readonly images: readonly BenchImage[];
+  readonly modes: readonly Mode[];
+  readonly runs: number;
+  readonly log: (line: string) => void;
+  /** Called after each (image, mode) with the records so far (for partial results). */
+  readonly onRecord?: (records: readonly BenchRecord[]) => Promise<void> | void;
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
+  const records: BenchRecord[] = [];
+  for (const image of o.images) {
+    for (const mode of o.modes) {
+      let t0 = 0;
+      let phases: Record<string, number> = {};
+      const ctx: ModeContext = {
+        env: o.env,
+        image,
+        log: o.log,
+        id: (run) => `cvb-${image.name}-${mode.name}-${Date.now().toString(36)}-${run}`,
+        phase: (name) => void (phases[name] = (performance.now() - t0) / 1000),
+      };
+      const samples: RunSample[] = [];
+      let error: string | undefined;
+      const started = performance.now();
+      try {
+        await o.env.ensureServers();
+        await mode.setup?.(ctx);
+        for (let i = 0; i < o.runs; i++) {
+          await o.env.ensureServers();
+          const extra = (await mode.prepare?.(ctx, i)) ?? {};
+          const before = await o.env.snapshot();
+          phases = {};
+          t0 = performance.now();
+          const seenAt = await mode.measure(ctx, i);
+          // Access logs are written when a response completes; give the last line a moment.
+          await sleep(200);
+          const d = diff(before, await o.env.snapshot());
+          samples.push({ seconds: (seenAt - t0) / 1000, ...d, extra, phases });
+          const shown = Object.entries({ ...extra, ...phases }).map(([k, v]) => `${k} ${v.toFixed(2)} s`);
+          o.log(
+            `  ${image.name} ${mode.name} #${i + 1}: ${((seenAt - t0) / 1000).toFixed(3)} s, ${(d.bytes / 1e6).toFixed(2)} MB, ${d.registry}+${d.cvmfs} requests` +
+              (shown.length ? ` (${shown.join(', ')})` : ''),
+          );
+        }
+        await mode.teardown?.(ctx);
+      } catch (e) {
+        if (e instanceof Interrupted || o.env.o.cleanup.interruptedBy) throw e;
+        error = (e as Error).message.slice(0, 2000);
+        o.log(`  ${image.name} ${mode.name} FAILED: ${error}`);
+        await mode.teardown?.(ctx).catch(() => undefined);
+      }
+      const secs = samples.map((s) => s.seconds);
+      const extraKeys = new Set(samples.flatMap((s) => Object.keys(s.extra)));
+      const mountMedian = extraKeys.has('mount_s') ? median(samples.map((s) => s.extra.mount_s ?? 0)) : null;
+      const phaseNames = [...new Set(samples.flatMap((s) => Object.keys(s.phases)))];
+      const phasesMedian = Object.fromEntries(phaseNames.map((n) => [n, round(median(samples.map((s) => s.phases[n] ?? 0))!)]));
+      const record: BenchRecord = {
+        image: image.name,
+        mode: mode.name,
+        runs_s: secs.map((s) => round(s)),
+        median_s: secs.length ? round(median(secs)!) : null,
+        min_s: secs.length ? round(Math.min(...secs)) : null,
+        max_s: secs.length ? round(Math.max(...secs)) : null,
+        bytes_over_link: median(samples.map((s) => s.bytes)),
+        requests: median(samples.map((s) => s.registry + s.cvmfs)),
+        bytes_runs: samples.map((s) => s.bytes),
+        requests_runs: samples.map((s) => s.registry + s.cvmfs),
+        requests_registry: median(samples.map((s) => s.registry)),
+        requests_cvmfs: median(samples.map((s) => s.cvmfs)),
+        ...(mountMedian !== null ? { mount_s: round(mountMedian) } : {}),
+        ...(phaseNames.length ? { phases_s: phasesMedian } : {}),
+        image_compressed_bytes: image.compressedBytes,
+        image_unpacked_bytes: image.unpackedBytes,
+        rate_mbit: o.env.o.rateMbit,
+        rtt_ms: o.env.o.rttMs,
+        ...(error ? { error } : {}),
+      };
+      records.push(record);
+      o.log(
+        `${image.name} ${mode.name}: median ${record.median_s ?? '-'} s (min ${record.min_s ?? '-'}, max ${record.max_s ?? '-'}), ` +
+          `${((record.bytes_over_link ?? 0) / 1e6).toFixed(2)} MB over the link, ${record.requests ?? '-'} requests ` +
+          `[${((performance.now() - started) / 1000).toFixed(0)} s]`,
+      );
+      await o.onRecord?.(records);
+    }
+  }
+  return records;
+}

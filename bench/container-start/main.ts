@@ -1,0 +1,151 @@
+/**
+ * bench/container-start (issue 6): how long until a container's task has printed its output —
+ * HelloBench style — for images built from Debian packages, pulled whole (full-pull), started from
+ * an unpacked image (local), or started as thin images over a cvmfs-ts repository with a cold, warm
+ * or hot client cache, over an emulated link (tc tbf + a delaying proxy between two network
+ * namespaces). Per image and mode: median/min/max over --runs runs, bytes over the link and HTTP
+ * requests.
+ *
+ * Run as root after `npm run build`:
+ *   npx ts-node bench/container-start/main.ts [--runs 5] [--rate 100] [--rtt 20]
+ *       [--images minbase,python,gcc,app[,scipy]] [--modes full-pull,local,thin-cold,thin-warm,thin-hot]
+ *       [--out bench/results] [--cache /var/tmp/cvmfs-ts-bench] [--note TEXT]
+ *   npx ts-node bench/container-start/main.ts --cleanup     # remove what a killed run left behind
+ * Writes OUT/container-start.{json,md,svg}. Images are built once into CACHE/images (debootstrap,
+ * apt-get: a few minutes, needs the Debian mirror), the repository, keys and registry storage into CACHE/container-start-cache.
+ */
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { loadavg } from 'node:os';
+import { assertBuilt, machineInfo } from '../lib/processes';
+import { buildDebianImages } from '../lib/debian-image';
+import { Cleanup } from '../lib/proc';
+import { runBench, type BenchRecord } from './bench';
+import { Environment, cleanupLeftovers, type BenchImage } from './environment';
+import { IMAGES } from './images';
+import { selectModes, type Mode } from './modes';
+import { writeReports, type ReportImage } from './report';
+
+export interface ContainerStartOptions {
+  readonly images: readonly (BenchImage & { description: string; layers: number })[];
+  readonly modes: readonly Mode[];
+  readonly runs: number;
+  readonly rateMbit: number;
+  readonly rttMs: number;
+  /** Repository, keys, registry storage (kept). */
+  readonly cacheDir: string;
+  /** containerd, mounts, client cache, logs (emptied at the start). */
+  readonly workDir: string;
+  readonly outDir: string;
+  readonly prefix: string;
+  readonly subnet: string;
+  readonly command: string;
+  readonly notes?: readonly string[];
+  readonly log?: (line: string) => void;
+}
+
+/** Runs the bench in a fresh environment, writes the reports and cleans up (also on failure). */
+export async function runContainerStart(o: ContainerStartOptions): Promise<BenchRecord[]> {
+  const log = o.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const cleanup = new Cleanup(log);
+  const started = performance.now();
+  const machine = machineInfo();
+  try {
+    const env = await Environment.create({
+      cleanup,
+      workDir: o.workDir,
+      cacheDir: o.cacheDir,
+      images: o.images,
+      rateMbit: o.rateMbit,
+      rttMs: o.rttMs,
+      prefix: o.prefix,
+      subnet: o.subnet,
+      log,
+    });
+    const reportImages: ReportImage[] = o.images.map((i) => ({
+      name: i.name,
+      description: i.description,
+      command: i.command,
+      compressedBytes: i.compressedBytes,
+      unpackedBytes: i.unpackedBytes,
+      layers: i.layers,
+    }));
+    const meta = () => ({
+      date: new Date().toISOString(),
+      machine: { ...machine, load_end: loadavg().map((l) => Math.round(l * 100) / 100) },
+      command: o.command,
+      rateMbit: o.rateMbit,
+      rttMs: o.rttMs,
+      runs: o.runs,
+      wallSeconds: (performance.now() - started) / 1000,
+      images: reportImages,
+      modes: o.modes,
+      notes: o.notes,
+    });
+    const records = await runBench({
+      env,
+      images: o.images,
+      modes: o.modes,
+      runs: o.runs,
+      log,
+      onRecord: async (rs) => void (await writeReports(rs, meta(), o.outDir)),
+    });
+    const files = await writeReports(records, meta(), o.outDir);
+    log(`wrote ${files.join(', ')} (${((performance.now() - started) / 60000).toFixed(1)} min)`);
+    return records;
+  } finally {
+    await cleanup.run();
+  }
+}
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
+
+async function main(): Promise<void> {
+  const cacheBase = resolve(arg('cache') ?? process.env.BENCH_DIR ?? '/var/tmp/cvmfs-ts-bench');
+  const workDir = join(cacheBase, 'container-start-work');
+  const prefix = 'cvb';
+  if (process.argv.includes('--cleanup')) {
+    await cleanupLeftovers(workDir, prefix, (l) => process.stderr.write(`${l}\n`));
+    return;
+  }
+  if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces, containerd, mounts)');
+  assertBuilt();
+  const log = (l: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${l}\n`);
+  const wanted = list(arg('images'));
+  const specs = IMAGES.filter((i) => (wanted ? wanted.includes(i.name) : i.default));
+  if (wanted && specs.length !== wanted.length) throw new Error(`unknown image in --images (known: ${IMAGES.map((i) => i.name).join(', ')})`);
+  const t0 = performance.now();
+  const built = await buildDebianImages({ cacheDir: join(cacheBase, 'images'), images: specs, log });
+  log(`images ready (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  const images = specs.map((s) => {
+    const b = built.get(s.name)!;
+    return { ...b, command: s.command, expect: s.expect, description: s.description, layers: b.layers.length };
+  });
+  await runContainerStart({
+    images,
+    modes: selectModes(list(arg('modes'))),
+    runs: Number(arg('runs') ?? 5),
+    rateMbit: Number(arg('rate') ?? 100),
+    rttMs: Number(arg('rtt') ?? 20),
+    cacheDir: join(cacheBase, 'container-start-cache'),
+    workDir,
+    outDir: resolve(arg('out') ?? resolve(__dirname, '../results')),
+    prefix,
+    subnet: '10.213.7',
+    command: ['npx ts-node bench/container-start/main.ts', ...process.argv.slice(2).map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`))].join(' '),
+    notes: list(arg('note')) ? [arg('note')!] : undefined,
+    log,
+  });
+}
+
+if (require.main === module) {
+  main().catch((e: Error) => {
+    process.stderr.write(`container-start: ${e.stack ?? e.message}\n`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,157 @@
+/**
+ * bench/container-start results: the JSON list of records, a Markdown report (table, targets,
+ * what each mode measures, the images) and an SVG chart (bench/lib/svg-chart.ts).
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describeMachine, type MachineInfo } from '../lib/processes';
+import { groupedBarChart } from '../lib/svg-chart';
+import type { BenchRecord } from './bench';
+import type { Mode } from './modes';
+
+export interface ReportImage {
+  readonly name: string;
+  readonly description: string;
+  readonly command: readonly string[];
+  readonly compressedBytes: number;
+  readonly unpackedBytes: number;
+  readonly layers: number;
+}
+
+export interface ReportMeta {
+  readonly date: string;
+  readonly machine: MachineInfo;
+  readonly command: string;
+  readonly rateMbit: number;
+  readonly rttMs: number;
+  readonly runs: number;
+  readonly wallSeconds: number;
+  readonly images: readonly ReportImage[];
+  readonly modes: readonly Mode[];
+  /** Free text, e.g. "the machine was busy with other work". */
+  readonly notes?: readonly string[];
+}
+
+const MB = (b: number | null | undefined) => (b === null || b === undefined ? '–' : `${(b / 1e6).toFixed(b < 1e7 ? 2 : 1)} MB`);
+const S = (s: number | null | undefined) => (s === null || s === undefined ? '–' : `${s.toFixed(s < 10 ? 2 : 1)} s`);
+
+function find(records: readonly BenchRecord[], image: string, mode: string): BenchRecord | undefined {
+  return records.find((r) => r.image === image && r.mode === mode && r.median_s !== null);
+}
+
+export interface TargetCheck {
+  readonly target: string;
+  readonly image: string;
+  readonly value: string;
+  readonly met: boolean | null;
+}
+
+/** The issue's targets, per image where they apply; null = not measured. */
+export function checkTargets(records: readonly BenchRecord[], images: readonly string[]): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  const ratio = (a?: BenchRecord, b?: BenchRecord) => (a && b && b.median_s ? a.median_s! / b.median_s : null);
+  for (const image of images) {
+    const pull = find(records, image, 'full-pull');
+    const cold = find(records, image, 'thin-cold');
+    const warm = find(records, image, 'thin-warm');
+    const hot = find(records, image, 'thin-hot');
+    const local = find(records, image, 'local');
+    if (image === 'python') {
+      const speedup = ratio(pull, cold);
+      out.push({ target: 'thin cold ≥ 10× faster than full pull', image, value: speedup === null ? 'not measured' : `${speedup.toFixed(1)}×`, met: speedup === null ? null : speedup >= 10 });
+    }
+    const share = cold && cold.bytes_over_link !== null ? cold.bytes_over_link / cold.image_compressed_bytes : null;
+    out.push({
+      target: 'thin cold bytes over the link ≤ 10% of the compressed image',
+      image,
+      value: share === null ? 'not measured' : `${(share * 100).toFixed(1)}% (${MB(cold!.bytes_over_link)} of ${MB(cold!.image_compressed_bytes)})`,
+      met: share === null ? null : share <= 0.1,
+    });
+    const w = ratio(warm, local);
+    out.push({ target: 'thin warm ≤ 1.3× local', image, value: w === null ? 'not measured' : `${w.toFixed(2)}×`, met: w === null ? null : w <= 1.3 });
+    const h = ratio(hot, local);
+    out.push({ target: 'thin hot ≤ 1.05× local', image, value: h === null ? 'not measured' : `${h.toFixed(2)}×`, met: h === null ? null : h <= 1.05 });
+  }
+  return out;
+}
+
+export function markdown(records: readonly BenchRecord[], meta: ReportMeta): string {
+  const lines: string[] = [];
+  lines.push(`# Container start (HelloBench style) — ${meta.date.slice(0, 10)}`);
+  lines.push('');
+  lines.push(`${describeMachine(meta.machine)}; load ${meta.machine.load_start.join(' ')} at the start${meta.machine.load_end ? `, ${meta.machine.load_end.join(' ')} at the end` : ''}.`);
+  lines.push(`Link: ${meta.rateMbit} Mbit/s (tc tbf on both veth ends) + ${meta.rttMs} ms round trip (delaying proxy); ${meta.runs} runs per mode; ${(meta.wallSeconds / 60).toFixed(1)} min in all.`);
+  lines.push(`Command: \`${meta.command}\``);
+  for (const n of meta.notes ?? []) lines.push(`\n${n}`);
+  lines.push('');
+  lines.push('The clock starts before `ctr images pull` (full-pull, thin-cold) or `ctr run` and stops when the task\'s expected output appears on the container\'s stdout. Bytes are counted on the server\'s veth (both directions, with TCP/IP headers), requests in the access logs of docker-registry and `cvmfs-ts serve`; both are medians over the runs.');
+  lines.push('');
+  lines.push('| image | mode | median | min | max | × local | bytes over link | requests (registry + cvmfs) |');
+  lines.push('|---|---|---|---|---|---|---|---|');
+  for (const r of records) {
+    const local = find(records, r.image, 'local');
+    const x = local && r.median_s !== null ? `${(r.median_s / local.median_s!).toFixed(2)}×` : '–';
+    const req = r.requests === null ? '–' : `${r.requests} (${r.requests_registry} + ${r.requests_cvmfs})`;
+    const err = r.error ? ` ⚠ failed: ${r.error.split('\n')[0]!.slice(0, 120)}` : '';
+    const notes = [...(r.phases_s?.pull !== undefined ? [`pull ${S(r.phases_s.pull)}`] : []), ...(r.mount_s !== undefined ? [`mount ${S(r.mount_s)} before`] : [])];
+    lines.push(`| ${r.image} | ${r.mode}${notes.length ? ` (${notes.join('; ')})` : ''} | ${S(r.median_s)} | ${S(r.min_s)} | ${S(r.max_s)} | ${x} | ${MB(r.bytes_over_link)} | ${req}${err} |`);
+  }
+  lines.push('');
+  lines.push('## Targets');
+  lines.push('');
+  lines.push('| target | image | measured | met |');
+  lines.push('|---|---|---|---|');
+  for (const c of checkTargets(records, meta.images.map((i) => i.name))) lines.push(`| ${c.target} | ${c.image} | ${c.value} | ${c.met === null ? '–' : c.met ? 'yes' : 'no'} |`);
+  lines.push('');
+  lines.push('## Modes');
+  lines.push('');
+  for (const m of meta.modes) lines.push(`- **${m.name}**: ${m.description}.`);
+  lines.push(
+    '- Page cache dropped = `sync; echo 3 > /proc/sys/vm/drop_caches`, then `ctr`, `runc`, the shim, `nsenter` and `node` are read again (the runtime\'s own binaries are not what is measured).',
+  );
+  lines.push('');
+  lines.push('## Images');
+  lines.push('');
+  lines.push('Built offline from Debian bookworm packages (debootstrap --variant=minbase + `apt-get install --no-install-recommends` in an overlay; base layer + application layer, gzip).');
+  lines.push('');
+  lines.push('| image | layers | compressed | unpacked | task |');
+  lines.push('|---|---|---|---|---|');
+  for (const i of meta.images) lines.push(`| ${i.name} | ${i.layers} | ${MB(i.compressedBytes)} | ${MB(i.unpackedBytes)} | ${i.description} |`);
+  lines.push('');
+  return lines.join('\n');
+}
+
+/** The chart: median start time per image and mode (log scale), with "N× local" under each bar. */
+export function chart(records: readonly BenchRecord[], meta: ReportMeta): string {
+  const images = [...new Set(records.map((r) => r.image))];
+  const modes = meta.modes.map((m) => m.name).filter((m) => records.some((r) => r.mode === m));
+  return groupedBarChart({
+    title: 'Container start time (median)',
+    subtitle: `${meta.rateMbit} Mbit/s, ${meta.rttMs} ms RTT, ${meta.runs} runs — ${meta.date.slice(0, 10)}, ${meta.machine.cores} cores`,
+    series: modes.map((m) => ({ key: m, label: m })),
+    groups: images.map((image) => {
+      const local = find(records, image, 'local');
+      const values: Record<string, number | null> = {};
+      const notes: Record<string, string | undefined> = {};
+      for (const m of modes) {
+        const r = find(records, image, m);
+        values[m] = r?.median_s ?? null;
+        if (r && local && m !== 'local') notes[m] = `${(r.median_s! / local.median_s!).toFixed(1)}×`;
+      }
+      return { label: image, values, notes };
+    }),
+    scale: 'log',
+    unit: 'seconds (log scale)',
+    formatValue: (v) => (v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)),
+    footnotes: ['Notes under the bars: median relative to local (image already unpacked).', 'Clock stops when the task\'s expected output appears on stdout.'],
+  });
+}
+
+export async function writeReports(records: readonly BenchRecord[], meta: ReportMeta, outDir: string, base = 'container-start'): Promise<string[]> {
+  await mkdir(outDir, { recursive: true });
+  const files = [join(outDir, `${base}.json`), join(outDir, `${base}.md`), join(outDir, `${base}.svg`)];
+  await writeFile(files[0]!, JSON.stringify(records, null, 2) + '\n');
+  await writeFile(files[1]!, markdown(records, meta));
+  await writeFile(files[2]!, chart(records, meta));
+  return files;
+}
