@@ -49,9 +49,10 @@ fi
 if [ -x /etc/init.d/autofs ] && pgrep -x automount >/dev/null 2>&1; then
   /etc/init.d/autofs stop >/dev/null 2>&1 || true
 fi
-# docker-registry's package may start a system registry on :5000; the tests start private ones on loopback.
-if [ -x /etc/init.d/docker-registry ] && pgrep -x docker-registry >/dev/null 2>&1; then
-  /etc/init.d/docker-registry stop >/dev/null 2>&1 || pkill -x docker-registry || true
+# docker-registry's package may start a system registry on :5000; the tests start private ones on
+# loopback. Only the service's own process (its pid file) is stopped, never other registries.
+if [ -x /etc/init.d/docker-registry ] && [ -s /run/docker-registry.pid ] && kill -0 "$(cat /run/docker-registry.pid)" 2>/dev/null; then
+  /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
 fi
 
 npm ci --no-audit --no-fund --loglevel=error
