@@ -59,6 +59,12 @@ function toInfo(r: SnapshotRecord): SnapshotInfo {
 export class Snapshotter {
   private readonly snapshotsDir: string;
   private readonly links: ShortLinks;
+  /**
+   * Cleanup prunes links against the records it read; a Mounts call that links new lower
+   * directories meanwhile would lose them (seen: containerd's GC ran Cleanup while the next
+   * container was being prepared → overlay ENOENT). Both take turns on this chain.
+   */
+  private linkTurn: Promise<unknown> = Promise.resolve();
   private readonly repos: Repositories;
   private readonly indexOff: boolean;
   private readonly log: (line: string) => void;
@@ -162,7 +168,9 @@ export class Snapshotter {
     const chain = this.store.parents(r);
     const paths = await this.lowerDirectories(chain);
     const lowers: LowerDir[] = [];
-    for (const path of paths) lowers.push({ path, link: await this.links.link(path) });
+    await this.takingTurns(async () => {
+      for (const path of paths) lowers.push({ path, link: await this.links.link(path) });
+    });
     const dir = join(this.snapshotsDir, String(r.id));
     const mounts = buildMounts({ kind: r.kind, fs: join(dir, 'fs'), work: join(dir, 'work'), lowers, indexOff: this.indexOff });
     this.o.events?.mounted(r.kind, chain.some((p) => p.thinJson !== null));
@@ -252,6 +260,17 @@ export class Snapshotter {
 
   /** Removes snapshot directories and links that no snapshot uses (left over by crashes). */
   async cleanup(): Promise<void> {
+    await this.takingTurns(() => this.cleanupNow());
+  }
+
+  /** Runs `fn` after every earlier link operation has finished, and before any later one. */
+  private takingTurns<T>(fn: () => Promise<T>): Promise<T> {
+    const turn = this.linkTurn.then(fn, fn);
+    this.linkTurn = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async cleanupNow(): Promise<void> {
     const records = this.store.all();
     const ids = new Set(records.map((r) => String(r.id)));
     for (const name of await readdir(this.snapshotsDir)) {
