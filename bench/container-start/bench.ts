@@ -90,21 +90,32 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
         await o.env.ensureServers();
         await mode.setup?.(ctx);
         for (let i = 0; i < o.runs; i++) {
-          await o.env.ensureServers();
-          const extra = (await mode.prepare?.(ctx, i)) ?? {};
-          const before = await o.env.snapshot();
-          phases = {};
-          t0 = performance.now();
-          const seenAt = await mode.measure(ctx, i);
-          // Access logs are written when a response completes; give the last line a moment.
-          await sleep(200);
-          const d = diff(before, await o.env.snapshot());
-          samples.push({ seconds: (seenAt - t0) / 1000, ...d, extra, phases });
-          const shown = Object.entries({ ...extra, ...phases }).map(([k, v]) => `${k} ${v.toFixed(2)} s`);
-          o.log(
-            `  ${image.name} ${mode.name} #${i + 1}: ${((seenAt - t0) / 1000).toFixed(3)} s, ${(d.bytes / 1e6).toFixed(2)} MB, ${d.registry}+${d.cvmfs} requests` +
-              (shown.length ? ` (${shown.join(', ')})` : ''),
-          );
+          for (let attempt = 0; ; attempt++) {
+            try {
+              await o.env.ensureServers();
+              const extra = (await mode.prepare?.(ctx, i)) ?? {};
+              const before = await o.env.snapshot();
+              phases = {};
+              t0 = performance.now();
+              const seenAt = await mode.measure(ctx, i);
+              // Access logs are written when a response completes; give the last line a moment.
+              await sleep(200);
+              const d = diff(before, await o.env.snapshot());
+              samples.push({ seconds: (seenAt - t0) / 1000, ...d, extra, phases });
+              const shown = Object.entries({ ...extra, ...phases }).map(([k, v]) => `${k} ${v.toFixed(2)} s`);
+              o.log(
+                `  ${image.name} ${mode.name} #${i + 1}: ${((seenAt - t0) / 1000).toFixed(3)} s, ${(d.bytes / 1e6).toFixed(2)} MB, ${d.registry}+${d.cvmfs} requests` +
+                  (shown.length ? ` (${shown.join(', ')})` : ''),
+              );
+              break;
+            } catch (e) {
+              // A server killed from outside (another job's `pkill -x docker-registry`) costs one retry, not the mode.
+              if (e instanceof Interrupted || o.env.o.cleanup.interruptedBy || attempt > 0) throw e;
+              const restarted = await o.env.ensureServers();
+              if (restarted.length === 0) throw e;
+              o.log(`  ${image.name} ${mode.name} #${i + 1}: failed while ${restarted.join(', ')} had exited; run again`);
+            }
+          }
         }
         await mode.teardown?.(ctx);
       } catch (e) {

@@ -12,7 +12,9 @@
  *       [--out bench/results] [--cache /var/tmp/cvmfs-ts-bench] [--note TEXT]
  *   npx ts-node bench/container-start/main.ts --cleanup     # remove what a killed run left behind
  * Writes OUT/container-start.{json,md,svg}. Images are built once into CACHE/images (debootstrap,
- * apt-get: a few minutes, needs the Debian mirror), the repository, keys and registry storage into CACHE/container-start-cache.
+ * apt-get: about 8 minutes, needs the Debian mirror); the repository, its keys and the registry's
+ * storage are kept in CACHE/container-start-cache. About 15 minutes on this 2-core machine when it is
+ * quiet, 20 when it is busy. One run at a time: namespaces and the work directory have fixed names.
  */
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -138,7 +140,7 @@ async function main(): Promise<void> {
     prefix,
     subnet: '10.213.7',
     command: ['npx ts-node bench/container-start/main.ts', ...process.argv.slice(2).map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`))].join(' '),
-    notes: list(arg('note')) ? [arg('note')!] : undefined,
+    notes: arg('note') ? [arg('note')!] : undefined,
     log,
   });
 }

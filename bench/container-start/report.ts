@@ -92,7 +92,8 @@ export function markdown(records: readonly BenchRecord[], meta: ReportMeta): str
     const local = find(records, r.image, 'local');
     const x = local && r.median_s !== null ? `${(r.median_s / local.median_s!).toFixed(2)}×` : '–';
     const req = r.requests === null ? '–' : `${r.requests} (${r.requests_registry} + ${r.requests_cvmfs})`;
-    const err = r.error ? ` ⚠ failed: ${r.error.split('\n')[0]!.slice(0, 120)}` : '';
+    const why = r.error?.split('\n').map((l) => l.trim()).filter(Boolean).pop() ?? '';
+    const err = r.error ? ` ⚠ ${r.runs_s.length} of ${meta.runs} runs, then: ${why.replace(/\|/g, '\\|').slice(0, 160)}` : '';
     const notes = [...(r.phases_s?.pull !== undefined ? [`pull ${S(r.phases_s.pull)}`] : []), ...(r.mount_s !== undefined ? [`mount ${S(r.mount_s)} before`] : [])];
     lines.push(`| ${r.image} | ${r.mode}${notes.length ? ` (${notes.join('; ')})` : ''} | ${S(r.median_s)} | ${S(r.min_s)} | ${S(r.max_s)} | ${x} | ${MB(r.bytes_over_link)} | ${req}${err} |`);
   }

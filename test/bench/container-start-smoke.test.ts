@@ -26,7 +26,8 @@ t.test('every mode starts a container over the emulated link', { skip: why ?? fa
   const dir = await tempDir(t, 'cvmfs-ts-cs-smoke-');
   const layout = join(dir, 'oci');
   const img = await writeOciLayout(layout, { layers: [{ entries: busyboxEntries() }] });
-  const prefix = 'cvbsmoke';
+  // Unique per process: two checkouts may run their suites at once (namespaces are machine-wide).
+  const prefix = `cvbs${process.pid}`;
   const workDir = join(dir, 'work');
   const outDir = join(dir, 'out');
   const records: BenchRecord[] = await runContainerStart({
@@ -52,7 +53,7 @@ t.test('every mode starts a container over the emulated link', { skip: why ?? fa
     workDir,
     outDir,
     prefix,
-    subnet: '10.213.8',
+    subnet: `10.213.${100 + (process.pid % 150)}`,
     command: 'test/bench/container-start-smoke.test.ts',
     log: (l) => t.comment(l),
   });
