@@ -16,6 +16,7 @@ packages=(
   docker-registry  # a private OCI registry on loopback for image ingest/push tests
   skopeo umoci     # build and convert test images offline
   busybox-static   # the test images' userland
+  debootstrap iproute2  # bench/container-start builds Debian images and an emulated network
   autofs           # on-demand /cvmfs mounts through the autofs program map (tests run a private automount)
   linux-perf       # bench/fs counts FUSE requests with perf trace points
   libcap2-bin openssl  # setcap/getcap for file-capability layers; token-signing keys and TLS certificates for registry tests
