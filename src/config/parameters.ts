@@ -35,6 +35,10 @@ export const DEFAULTS = {
   CVMFS_MAGIC_XATTRS_VISIBILITY: 'rootonly',
   CVMFS_FOLLOW_REDIRECTS: false,
   CVMFS_MAX_TTL: 0,
+  CVMFS_TS_PARALLEL_DOWNLOADS: 16,
+  CVMFS_TS_READAHEAD_CHUNKS: 2,
+  CVMFS_TS_PREFETCH: true,
+  CVMFS_TS_CATALOG_PREFETCH: true,
 } as const;
 
 /** The parameters parseSettings reads (showconfig lists them even when unset). */
@@ -73,7 +77,11 @@ export const KNOWN_PARAMETERS: readonly string[] = [
   'CVMFS_SYSLOG_LEVEL',
   'CVMFS_TIMEOUT',
   'CVMFS_TIMEOUT_DIRECT',
+  'CVMFS_TS_CATALOG_PREFETCH',
   'CVMFS_TS_METRICS_LISTEN',
+  'CVMFS_TS_PARALLEL_DOWNLOADS',
+  'CVMFS_TS_PREFETCH',
+  'CVMFS_TS_READAHEAD_CHUNKS',
   'CVMFS_UID_MAP',
 ];
 
@@ -382,6 +390,10 @@ export function parseSettings(config: LoadedConfig): ClientSettings {
     syslogLevel: syslogLevel(config),
     debugLog: absolutePath(config, 'CVMFS_DEBUGLOG'),
     metricsListen: metricsListen(config),
+    parallelDownloads: Math.max(1, int(config, 'CVMFS_TS_PARALLEL_DOWNLOADS')),
+    readaheadChunks: int(config, 'CVMFS_TS_READAHEAD_CHUNKS'),
+    prefetch: bool(config, 'CVMFS_TS_PREFETCH'),
+    catalogPrefetch: bool(config, 'CVMFS_TS_CATALOG_PREFETCH'),
     parameters,
   };
 }

@@ -77,6 +77,17 @@ export interface ClientSettings {
   readonly debugLog: string | undefined;
   /** CVMFS_TS_METRICS_LISTEN: where the daemon serves Prometheus metrics (/metrics); unset = none. */
   readonly metricsListen: ListenAddress | undefined;
+  /**
+   * CVMFS_TS_PARALLEL_DOWNLOADS (default 16, at least 1): downloads running at once, over as many
+   * kept-alive connections per server or proxy. 1 fetches one object at a time.
+   */
+  readonly parallelDownloads: number;
+  /** CVMFS_TS_READAHEAD_CHUNKS (default 2, 0 = off): chunks fetched ahead of a sequential reader. */
+  readonly readaheadChunks: number;
+  /** CVMFS_TS_PREFETCH (default yes): `prefetch profile` (access profiles of thin images) fetches in the background. */
+  readonly prefetch: boolean;
+  /** CVMFS_TS_CATALOG_PREFETCH (default yes): `prefetch catalogs` attaches the named nested catalogs in parallel. */
+  readonly catalogPrefetch: boolean;
   /** Every parameter after parsing: exported to the process environment for variant symlinks (§5.5). */
   readonly parameters: ReadonlyMap<string, string>;
 }

@@ -11,6 +11,11 @@
  *
  * Nothing unverified is ever cached: every failure aborts the transaction, which removes its file.
  *
+ * Downloads wait for a slot (download-slots.ts): at most CVMFS_TS_PARALLEL_DOWNLOADS run at once,
+ * readers' downloads first; background ones (readahead, prefetch) never take the slots kept for
+ * readers, and a reader that asks for an object whose background download still waits in line
+ * promotes it. The background ledger notes which background downloads readers used.
+ *
  * Single flight: the check of the in-flight map and the registration are one synchronous step (no await
  * between), the leader re-checks the cache after registering (closing the miss → register window), and the
  * entry is removed on every exit path. Each caller may pass its own AbortSignal; an aborted caller stops
@@ -27,6 +32,8 @@ import { zlibDecompressStream } from '../format/compression';
 import { CvmfsError, FormatError, HashMismatchError, describeError } from '../errors';
 import type { CacheTransaction, DiskCache } from '../cache/disk-cache';
 import { DownloadError, type Downloader } from '../net/downloader';
+import { DownloadSlots, type DownloadClass, type SlotTicket } from './download-slots';
+import { BackgroundLedger } from './background-ledger';
 
 export interface ObjectRequest {
   readonly hash: ContentHash;
@@ -41,6 +48,8 @@ export interface ObjectRequest {
   /** External file (§7.1): fetched from externalUrl + path (optionally a byte range), not from data/. */
   readonly external?: { readonly path: string; readonly range?: { readonly offset: number; readonly size: number } };
   readonly signal?: AbortSignal;
+  /** Who waits for it: a reader (default), or background work that must not delay readers. */
+  readonly priority?: DownloadClass;
   /**
    * Pin the object in the cache's quota manager before looking it up, so it cannot be evicted between
    * the fetch and its use (e.g. a catalog that stays attached). It stays pinned after a successful fetch
@@ -54,6 +63,8 @@ export interface FetcherOptions {
   readonly externalUrls?: readonly string[];
   /** The download manager for external files (own proxies/timeouts, §5.12); defaults to the main one. */
   readonly externalDownloader?: Downloader;
+  /** Downloads running at once (CVMFS_TS_PARALLEL_DOWNLOADS); default 16. */
+  readonly parallelDownloads?: number;
 }
 
 export interface FetcherCounters {
@@ -88,10 +99,15 @@ export class ObjectSizeError extends CvmfsError {
 }
 
 interface Flight {
-  readonly promise: Promise<string>;
+  promise: Promise<string>;
   readonly controller: AbortController;
   waiters: number;
   settled: boolean;
+  /** The class it was started for; a reader joining a background flight makes it a reader's. */
+  readonly priority: DownloadClass;
+  readerJoined: boolean;
+  /** Its place in line for a download slot, once it needs one. */
+  ticket?: SlotTicket;
 }
 
 /** Outcome of one download attempt, judged after the whole body arrived. */
@@ -100,6 +116,21 @@ interface Received {
   readonly inflateError: unknown;
   readonly overflow: boolean;
   readonly size: number;
+  /** Bytes received by the attempt that delivered it (as stored on the server). */
+  readonly received: number;
+}
+
+/** Waits for `p`, or rejects with the signal's reason as soon as it is aborted. */
+function abortable(p: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, reject);
+  });
 }
 
 export class Fetcher {
@@ -113,12 +144,16 @@ export class Fetcher {
     badData: 0,
   };
   private readonly inflight = new Map<string, Flight>();
+  readonly slots: DownloadSlots;
+  readonly background = new BackgroundLedger();
 
   constructor(
     readonly cache: DiskCache,
     readonly downloader: Downloader,
     private readonly o: FetcherOptions = {},
-  ) {}
+  ) {
+    this.slots = new DownloadSlots(o.parallelDownloads ?? 16);
+  }
 
   /** Path of the verified, decompressed object in the cache. */
   async fetch(req: ObjectRequest): Promise<string> {
@@ -135,28 +170,41 @@ export class Fetcher {
 
   private async fetchObject(req: ObjectRequest): Promise<string> {
     if (req.signal?.aborted) throw req.signal.reason;
-    const hit = await this.cache.lookup(req.hash); // a hit is also an access for the LRU (quota touch)
+    const priority = req.priority ?? 'demand';
+    const reader = priority === 'demand';
+    const key = req.hash.toString();
+    // Background requests only look (no LRU touch, no hit): they must not count as use.
+    const hit = reader ? await this.cache.lookup(req.hash) : (await this.cache.has(req.hash)) ? this.cache.pathOf(req.hash) : undefined;
     if (hit !== undefined) {
-      this.counters.hits++;
+      if (reader) {
+        this.counters.hits++;
+        this.background.readerHit(key);
+      }
       return hit;
     }
-    this.counters.misses++;
-    const key = req.hash.toString();
+    if (reader) this.counters.misses++;
     // One synchronous step from here to set(): no await between the check and the registration.
     let flight = this.inflight.get(key);
     if (flight) {
-      this.counters.shared++;
+      if (reader) {
+        this.counters.shared++;
+        if (!flight.readerJoined) {
+          this.background.readerMiss(flight.priority === 'demand' ? undefined : flight.priority);
+          flight.readerJoined = true;
+          flight.ticket?.promote();
+        }
+      }
     } else {
-      const controller = new AbortController();
-      const promise = this.lead(req, controller.signal);
-      const created: Flight = { promise, controller, waiters: 0, settled: false };
+      if (reader) this.background.readerMiss(undefined);
+      const created: Flight = { promise: Promise.resolve(''), controller: new AbortController(), waiters: 0, settled: false, priority, readerJoined: reader };
+      created.promise = this.lead(req, created);
       flight = created;
       this.inflight.set(key, created);
       const done = (): void => {
         created.settled = true;
         if (this.inflight.get(key) === created) this.inflight.delete(key);
       };
-      promise.then(done, done); // also marks a rejection as handled when every waiter has gone
+      created.promise.then(done, done); // also marks a rejection as handled when every waiter has gone
     }
     return this.wait(key, flight, req.signal);
   }
@@ -243,8 +291,23 @@ export class Fetcher {
   }
 
   /** The leader's part: re-check, then download → verify → commit, with one no-cache retry on bad data. */
-  private async lead(req: ObjectRequest, signal: AbortSignal): Promise<string> {
+  private async lead(req: ObjectRequest, flight: Flight): Promise<string> {
+    const signal = flight.controller.signal;
     if (await this.cache.has(req.hash)) return this.cache.pathOf(req.hash);
+    const ticket = this.slots.take(flight.readerJoined ? 'demand' : flight.priority);
+    flight.ticket = ticket;
+    try {
+      await abortable(ticket.granted, signal);
+      // Another process sharing the cache may have brought it in while we waited in line.
+      if (await this.cache.has(req.hash)) return this.cache.pathOf(req.hash);
+      return await this.download(req, flight);
+    } finally {
+      ticket.release();
+    }
+  }
+
+  private async download(req: ObjectRequest, flight: Flight): Promise<string> {
+    const signal = flight.controller.signal;
     const rel = req.external ? req.external.path : objectPath(req.hash, req.suffix);
     const what = `${req.external ? `external ${req.external.path}` : rel} (${req.description})`;
     const downloader = req.external ? (this.o.externalDownloader ?? this.downloader) : this.downloader;
@@ -295,6 +358,7 @@ export class Fetcher {
       const path = await txn.commit(req.hash, { description: req.description, kind: req.suffix === 'C' ? 'catalog' : 'regular' });
       this.counters.downloads++;
       this.counters.bytesInflated += got.size;
+      if (flight.priority !== 'demand') this.background.downloaded(req.hash.toString(), flight.priority, got.received, flight.readerJoined);
       return path;
     } finally {
       await sink.dispose();
@@ -366,6 +430,7 @@ class Inflation {
 /** Hashes what arrives and writes it (inflated, or as is) into the transaction. */
 class VerifyingSink {
   private hasher: Hash;
+  private received = 0;
   private inflation: Inflation | undefined;
   private overflow = false;
   private ioError: unknown;
@@ -383,6 +448,7 @@ class VerifyingSink {
 
   async write(chunk: Buffer): Promise<void> {
     this.counters.bytesDownloaded += chunk.length;
+    this.received += chunk.length;
     this.hasher.update(chunk);
     if (this.inflation) {
       if (this.inflation.ioError !== undefined) throw this.inflation.ioError;
@@ -411,6 +477,7 @@ class VerifyingSink {
     }
     await this.txn.reset();
     this.hasher = newHasher(this.algorithm);
+    this.received = 0;
     this.overflow = false;
   }
 
@@ -431,6 +498,7 @@ class VerifyingSink {
       inflateError,
       overflow,
       size: this.txn.size,
+      received: this.received,
     };
   }
 

@@ -47,7 +47,12 @@ export type DownloaderOptions = Pick<
   | 'followRedirects'
   | 'proxyResetAfterS'
   | 'hostResetAfterS'
-> & { readonly userAgent?: string; readonly observer?: DownloadObserver };
+> & {
+  readonly userAgent?: string;
+  readonly observer?: DownloadObserver;
+  /** Kept-alive connections per server or proxy (default 16): as many as downloads may run at once. */
+  readonly connections?: number;
+};
 
 /** How one HTTP attempt ended: `ok`, or the kind of failure (§5.12 decides what each one means). */
 export type AttemptOutcome = 'ok' | 'not_found' | 'http_error' | 'host_error' | 'proxy_error' | 'transfer_error' | 'bad_data' | 'aborted';
@@ -122,7 +127,7 @@ export interface DownloaderCounters {
 export type Sink = (chunk: Buffer) => void | Promise<void>;
 
 export const DIRECT = 'DIRECT';
-const MAX_CONNECTIONS = 16;
+const DEFAULT_CONNECTIONS = 16;
 const MAX_REDIRECTS = 4;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
@@ -539,7 +544,7 @@ export class Downloader {
     const key = `${origin} ${timeoutMs}`;
     let pool = this.pools.get(key);
     if (!pool) {
-      pool = new Pool(origin, { connections: MAX_CONNECTIONS, connectTimeout: timeoutMs, pipelining: 1 });
+      pool = new Pool(origin, { connections: this.o.connections ?? DEFAULT_CONNECTIONS, connectTimeout: timeoutMs, pipelining: 1 });
       this.pools.set(key, pool);
     }
     return pool;
