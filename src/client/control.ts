@@ -3,7 +3,9 @@
  * (`cvmfs/talk.cc`, §5.15) where we know its text: `cache size|list [pinned|catalogs]`, `cleanup MB`,
  * `evict PATH`, `pin PATH`, `remount [sync]`, `revision`, `host info|switch|set URLS`,
  * `proxy info|set PROXIES`, `timeout info|set PROXY DIRECT`, `open catalogs`, `mountpoint`, `pid`,
- * `version`, `parameters`, `reset error counters`; anything else is `unknown command`.
+ * `version`, `parameters`, `reset error counters`; anything else is `unknown command`. Ours, for thin
+ * images (prefetch.ts): `prefetch profile PATH`, `prefetch catalogs PATH…`, `prefetch status`,
+ * `record start`, `record stop`.
  *
  * Deviations: `cache size` adds the limit and the object count, and `cache list` prints the lines of
  * `cvmfs-ts cache list` (hash, size, kind, pins, description), where cvmfs prints descriptions only.
@@ -21,6 +23,7 @@ import type { AttachedCatalog } from './catalog-tree';
 import type { FetchRequest, ObjectFetcher } from './object-fetcher';
 import type { MountedRevision } from './revision';
 import { UNKNOWN_COMMAND } from './talk';
+import type { Prefetcher } from './prefetch';
 
 const MB = 1024 * 1024;
 
@@ -61,6 +64,8 @@ export interface MountControlParts {
   readonly fetcher: ObjectFetcher;
   /** The effective parameters, `NAME=value    # from <file>` per line. */
   parameters(): string;
+  /** Access recording and prefetch (thin images); without it those commands are unknown. */
+  readonly prefetch?: Pick<Prefetcher, 'profile' | 'catalogs' | 'status' | 'recordStart' | 'recordStop'>;
 }
 
 interface Command {
@@ -99,6 +104,19 @@ export class MountControl {
       { name: 'version', run: () => `${p.version} (cvmfs-ts)\n` },
       { name: 'parameters', run: () => p.parameters() },
       { name: 'reset error counters', run: () => (p.filesystem.resetErrorCounters(), 'OK\n') },
+      ...this.prefetchCommands(),
+    ];
+  }
+
+  private prefetchCommands(): Command[] {
+    const prefetch = this.p.prefetch;
+    if (!prefetch) return [];
+    return [
+      { name: 'prefetch profile', args: '<path>', run: (path) => prefetch.profile(path) },
+      { name: 'prefetch catalogs', args: '<path> [<path> ...]', run: (paths) => prefetch.catalogs(paths.split(/\s+/).filter((x) => x !== '')) },
+      { name: 'prefetch status', run: () => prefetch.status() },
+      { name: 'record start', run: () => prefetch.recordStart() },
+      { name: 'record stop', run: () => prefetch.recordStop() },
     ];
   }
 

@@ -60,6 +60,8 @@ export interface FilesystemOptions {
   cacheUsage: () => { capacity: number; used: number };
   /** Keeps objects an open file uses from being evicted (the cache's quota manager); none = no quota. */
   pins?: ObjectPins;
+  /** Chunks fetched ahead of a sequential reader of a chunked file (CVMFS_TS_READAHEAD_CHUNKS); 0 = none. */
+  readaheadChunks?: number;
 }
 
 /** Pin/unpin of cache objects (counted: every pin is matched by one unpin). */
@@ -97,6 +99,10 @@ interface OpenFile {
   /** Chunked: chunk list sorted by offset, and handles of the chunks read so far. */
   chunks?: Chunk[];
   chunkHandles: Map<number, Promise<FileHandle>>;
+  /** The chunk the previous read ended in (-1: none yet), to tell sequential readers. */
+  lastChunk: number;
+  /** Chunks up to this index have been asked for ahead of the reader. */
+  readaheadUpTo: number;
 }
 
 const S_IFMT = 0o170000;
@@ -178,7 +184,7 @@ export class Filesystem {
     if ((r.entry.mode & S_IFMT) !== 0o100000) throw new MisuseError('not-a-file', path);
     this.counters.open++;
     const chunks = r.entry.flags.chunked ? this.tree.chunks(r) : undefined;
-    const file: OpenFile = { resolved: r, content: contentOf(r.entry.hash, r.entry.size, chunks), chunks, chunkHandles: new Map() };
+    const file: OpenFile = { resolved: r, content: contentOf(r.entry.hash, r.entry.size, chunks), chunks, chunkHandles: new Map(), lastChunk: -1, readaheadUpTo: -1 };
     const handle = this.nextHandle++;
     this.files.set(handle, file);
     return handle;
@@ -211,7 +217,12 @@ export class Filesystem {
         return await readFully(fh, buffer, 0, end - position, position);
       }
       let done = 0;
-      for (let index = findChunk(file.chunks, position); index < file.chunks.length && position + done < end; index++) {
+      const first = findChunk(file.chunks, position);
+      const last = findChunk(file.chunks, end - 1);
+      // Sequential: this read starts in the chunk the previous one ended in, or the next one.
+      if (first === file.lastChunk || first === file.lastChunk + 1) this.readAhead(file, last);
+      file.lastChunk = last;
+      for (let index = first; index < file.chunks.length && position + done < end; index++) {
         const chunk = file.chunks[index]!;
         const from = position + done - chunk.offset;
         const want = Math.min(chunk.size - from, end - position - done);
@@ -224,6 +235,18 @@ export class Filesystem {
     } catch (e) {
       this.counters.ioErrors++;
       throw e;
+    }
+  }
+
+  /** Fetches the chunks after `index` into the cache in the background (they are opened when read). */
+  private readAhead(file: OpenFile, index: number): void {
+    const n = this.o.readaheadChunks ?? 0;
+    const chunks = file.chunks!;
+    for (let next = Math.max(index + 1, file.readaheadUpTo + 1); next <= index + n && next < chunks.length; next++) {
+      file.readaheadUpTo = next;
+      if (file.chunkHandles.has(next)) continue;
+      // Failures surface when the reader gets there (its own fetch tries again).
+      this.o.fetcher.fetch({ ...objectRequest(file.resolved, chunks[next], next), priority: 'readahead' }).catch(() => undefined);
     }
   }
 
@@ -364,7 +387,7 @@ function objectRequest(r: ResolvedEntry, chunk?: Chunk, index = 0): FetchRequest
   const e = r.entry;
   const compressed = e.flags.compression === 0;
   if (!chunk) {
-    return { hash: e.hash!, suffix: '', compressed, size: e.size, description: r.path, external: e.flags.external ? { path: r.path } : undefined };
+    return { hash: e.hash!, suffix: '', compressed, size: e.size, description: r.path, path: r.path, external: e.flags.external ? { path: r.path } : undefined };
   }
   return {
     hash: chunk.hash,
@@ -372,6 +395,7 @@ function objectRequest(r: ResolvedEntry, chunk?: Chunk, index = 0): FetchRequest
     compressed,
     size: chunk.size,
     description: `${r.path} chunk ${index} at ${chunk.offset}`,
+    path: r.path,
     external: e.flags.external ? { path: r.path, range: { offset: chunk.offset, size: chunk.size } } : undefined,
   };
 }

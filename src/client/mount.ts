@@ -11,7 +11,8 @@ import { DiskCache } from '../cache/disk-cache';
 import { Downloader } from '../net/downloader';
 import { Fetcher } from '../fetch/fetcher';
 import { CatalogDb } from '../catalog/catalog-db';
-import { Filesystem } from './filesystem';
+import { Filesystem, catalogPath } from './filesystem';
+import { AccessRecorder, Prefetcher } from './prefetch';
 import { bootstrap, type BootstrapResult, type BootstrapSources } from './bootstrap';
 import { loadRevision, RevisionUpdater } from './revision';
 import type { MountStatus } from './magic-xattrs';
@@ -48,6 +49,7 @@ export class Mount {
     private readonly externalDownloader: Downloader | undefined,
     private readonly cache: DiskCache,
     private readonly talk: TalkServer | undefined,
+    private readonly prefetcher: Prefetcher,
   ) {}
 
   /** Logs and metrics (set by create: the constructor's list is long enough). */
@@ -59,7 +61,7 @@ export class Mount {
     const instrumentation = MountInstrumentation.create({ fqrn: o.fqrn, mountpoint: o.mountpoint, settings, log: o.log });
     const masterKeys = await loadPublicKeys(settings.publicKeyFiles);
     const cache = await DiskCache.open(settings.cacheDir, { quotaLimitMb: settings.quotaLimitMb, log: (level, m) => o.log[level](m) });
-    const downloader = new Downloader({ ...settings, userAgent: `cvmfs-ts/${VERSION}`, observer: instrumentation.downloads });
+    const downloader = new Downloader({ ...settings, userAgent: `cvmfs-ts/${VERSION}`, observer: instrumentation.downloads, connections: settings.parallelDownloads });
     // External files come from their own hosts, through their own proxies (DIRECT by default), with
     // their own timeouts: a second download manager, as the real client's (§5.12, §7.1).
     const externalDownloader =
@@ -72,9 +74,11 @@ export class Mount {
             timeoutDirectS: settings.externalTimeoutDirectS,
             userAgent: `cvmfs-ts/${VERSION}`,
             observer: instrumentation.downloads,
+            connections: settings.parallelDownloads,
           })
         : undefined;
-    const fetcher = new Fetcher(cache, downloader, { externalUrls: settings.externalUrls, externalDownloader });
+    const fetcher = new Fetcher(cache, downloader, { externalUrls: settings.externalUrls, externalDownloader, parallelDownloads: settings.parallelDownloads });
+    const recorder = new AccessRecorder(fetcher);
     const startedAt = new Date();
     try {
       await instrumentation.listen(); // before the FUSE mount: binding must not look up paths through it
@@ -154,10 +158,11 @@ export class Mount {
         talkSocket: () => talk?.path ?? '',
       };
       const downloaders = externalDownloader ? [downloader, externalDownloader] : [downloader];
-      instrumentation.watch({ ...status, fetcher: counters, quota: cache.quota, downloaders });
+      instrumentation.watch({ ...status, fetcher: counters, quota: cache.quota, downloaders, background: fetcher.background, downloadSlots: () => fetcher.slots.counts() });
       filesystem = new Filesystem({
         tree: tree(),
-        fetcher,
+        fetcher: recorder,
+        readaheadChunks: settings.readaheadChunks,
         status,
         ownership: {
           claim: settings.claimOwnership ? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } : undefined,
@@ -185,6 +190,15 @@ export class Mount {
           `${boot.offline ? ' offline' : ''}${boot.fixed ? ' (fixed root hash)' : ''}`,
       );
       if (!boot.fixed && settings.autoUpdate) updater.start();
+      const fs = filesystem;
+      const prefetcher = new Prefetcher({
+        fetcher,
+        recorder,
+        objectRequests: (path) => fs.objectRequests(path),
+        attachCatalogsOf: async (path) => void (await tree().list(catalogPath(path))),
+        settings,
+        log: o.log,
+      });
       const control = new MountControl({
         fqrn: o.fqrn,
         mountpoint: o.mountpoint,
@@ -198,13 +212,14 @@ export class Mount {
         filesystem,
         fetcher,
         parameters: () => formatShowConfig(config, settings, { short: true }),
+        prefetch: prefetcher,
       });
       // Without a control socket the mount still serves; only `cvmfs-ts talk` cannot reach it.
       talk = await TalkServer.start(talkSocketPath(settings.cacheDir, o.fqrn), (line) => control.answer(line)).catch((e: unknown) => {
         o.log.warn(`no control socket: ${describeError(e)}`);
         return undefined;
       });
-      const mount = new Mount(settings, config, updater, filesystem, fuse, downloader, externalDownloader, cache, talk);
+      const mount = new Mount(settings, config, updater, filesystem, fuse, downloader, externalDownloader, cache, talk, prefetcher);
       mount.instrumentation = instrumentation;
       return mount;
     } catch (e) {
@@ -218,6 +233,7 @@ export class Mount {
 
   async unmount(): Promise<void> {
     await this.talk?.close();
+    this.prefetcher.close();
     this.revisions.stop();
     await this.fuse.unmount();
     for (const c of this.revisions.mounted.tree.catalogs()) c.db.close();

@@ -11,6 +11,9 @@
  */
 import { constants } from 'node:os';
 import { Counter, Gauge, Histogram } from 'prom-client';
+
+type BackgroundClass = 'readahead' | 'prefetch';
+const BACKGROUND_CLASSES: readonly BackgroundClass[] = ['readahead', 'prefetch'];
 import { FastHistogram, MetricsRegistry, type HistogramChild } from './registry';
 
 /** FUSE latency buckets, seconds: 10 µs (a getattr answered from memory) to 10 s (a slow download). */
@@ -58,6 +61,13 @@ export interface MountMetricSources {
   /** The fetcher's live counters. */
   readonly fetcher: { readonly hits: number; readonly misses: number; readonly downloads: number; readonly bytesInflated: number };
   readonly quota: { size(): number; capacity(): number; evictions(): { readonly objects: number; readonly bytes: number } };
+  /** What readahead and prefetch downloads brought, and what readers used of it (fetch/background-ledger.ts). */
+  readonly background?: {
+    readonly counters: Readonly<Record<BackgroundClass, { readonly downloads: number; readonly bytes: number; readonly hits: number; readonly late: number; readonly unreadBytes: number }>>;
+    readonly uncovered: number;
+  };
+  /** Downloads holding a slot, and waiting for one by class. */
+  downloadSlots?(): { readonly running: number; readonly queued: Readonly<Record<'demand' | BackgroundClass, number>> };
   /** Main and external download managers. */
   readonly downloaders: readonly {
     readonly counters: { readonly hostFailovers: number; readonly proxyFailovers: number; readonly retries: number; readonly failures: number };
@@ -180,6 +190,46 @@ export class MountMetrics {
     fromSources('counter', 'cvmfs_ts_cache_evicted_bytes_total', 'Bytes this daemon evicted to stay under the quota.', (s) => s.quota.evictions().bytes);
     fromSources('counter', 'cvmfs_ts_download_retries_total', 'Same-path retries after transfer errors.', (s) => sum(s, (c) => c.retries));
     fromSources('counter', 'cvmfs_ts_download_failures_total', 'Downloads that failed on every host.', (s) => sum(s, (c) => c.failures));
+    const perClass = (kind: 'counter' | 'gauge', name: string, help: string, read: (c: NonNullable<MountMetricSources['background']>['counters'][BackgroundClass]) => number): void => {
+      const collect = function (this: Counter<'class'> | Gauge<'class'>): void {
+        const bg = sources()?.background;
+        if (kind === 'counter') this.reset();
+        for (const cls of BACKGROUND_CLASSES) {
+          const v = bg ? read(bg.counters[cls]) : 0;
+          if (this instanceof Gauge) this.set({ class: cls }, v);
+          else this.inc({ class: cls }, v);
+        }
+      };
+      if (kind === 'gauge') new Gauge({ name, help, labelNames: ['class'], registers, collect });
+      else new Counter({ name, help, labelNames: ['class'], registers, collect });
+    };
+    perClass('counter', 'cvmfs_ts_prefetch_downloads_total', 'Objects downloaded in the background, by class (readahead of chunks, prefetch of access profiles).', (c) => c.downloads);
+    perClass('counter', 'cvmfs_ts_prefetch_bytes_total', 'Bytes received by background downloads (as stored on the server).', (c) => c.bytes);
+    perClass('counter', 'cvmfs_ts_prefetch_hits_total', 'Reader requests answered from an object a background download had brought.', (c) => c.hits);
+    perClass('gauge', 'cvmfs_ts_prefetch_unread_bytes', 'Bytes brought by background downloads that no reader has asked for yet (wasted, if never read).', (c) => c.unreadBytes);
+    new Counter({
+      name: 'cvmfs_ts_prefetch_misses_total',
+      help: 'Reader requests that had to wait for a download: late = a background download of it was queued or running; uncovered = none was (counted once a prefetch has started).',
+      labelNames: ['class', 'reason'],
+      registers,
+      collect() {
+        const bg = sources()?.background;
+        this.reset();
+        for (const cls of BACKGROUND_CLASSES) this.inc({ class: cls, reason: 'late' }, bg ? bg.counters[cls].late : 0);
+        this.inc({ class: 'prefetch', reason: 'uncovered' }, bg ? bg.uncovered : 0);
+      },
+    });
+    new Gauge({
+      name: 'cvmfs_ts_downloads_queued',
+      help: 'Downloads waiting for a slot (CVMFS_TS_PARALLEL_DOWNLOADS), by class.',
+      labelNames: ['class'],
+      registers,
+      collect() {
+        const slots = sources()?.downloadSlots?.();
+        for (const cls of ['demand', ...BACKGROUND_CLASSES] as const) this.set({ class: cls }, slots ? slots.queued[cls] : 0);
+      },
+    });
+    fromSources('gauge', 'cvmfs_ts_downloads_running', 'Downloads holding a slot right now.', (s) => s.downloadSlots?.().running ?? 0);
     new Counter({
       name: 'cvmfs_ts_failovers_total',
       help: 'Times a download moved on to another host or to another proxy.',
