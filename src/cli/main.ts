@@ -15,7 +15,7 @@ import { runCacheCommand } from './cache-command';
 import { registerTalkCommand } from './talk-command';
 import { registerConfigCommand } from './config-command';
 import { runImageIngest } from './image-command';
-import { runThinMount, runThinUmount } from './thin-command';
+import { runThinMount, runThinRecord, runThinUmount } from './thin-command';
 import { runSnapshotter, DEFAULT_ROOT, DEFAULT_SOCKET } from './snapshotter-command';
 import { CvmfsError, describeError } from '../errors';
 import { VERSION } from '../version';
@@ -234,6 +234,21 @@ export function buildProgram(): Command {
     .option('--state <dir>', 'state directory', '/var/lib/cvmfs-ts/thin')
     .option('--clean', 'also delete its state and default upper directory')
     .action(async (target, o) => runThinUmount(target, o));
+  thin
+    .command('record')
+    .description("run a command in a thin image and record which objects it reads in its first seconds (the image's access profile)")
+    .argument('<image>', 'thin.json, an OCI layout directory, or an image reference (as for thin mount)')
+    .argument('<command...>', 'the command and its arguments, after --')
+    .option('--seconds <n>', 'recording window; the command is killed when it ends', parseInteger, 30)
+    .option('--env <NAME=value>', 'environment of the command (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--output <file>', 'write the profile to this file')
+    .option('--repo <dir>', 'publish the profile into this repository directory (where thin.json names it)')
+    .option('--fqrn <name>', 'repository name (with --repo)')
+    .option('--keys <dir>', 'key directory (with --repo)', '/etc/cvmfs/keys')
+    .option('--state <dir>', 'state directory', '/var/lib/cvmfs-ts/thin')
+    .option('--cvmfs-root <dir>', 'where repositories are mounted', '/cvmfs')
+    .option('--config-root <dir>', 'client configuration root for repositories mounted on demand')
+    .action(async (imageArg, command, o) => runThinRecord(imageArg, command, o, BIN));
 
   program
     .command('demo')

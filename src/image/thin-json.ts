@@ -4,8 +4,12 @@
  *
  * Read: the DUCC form (`cvmfs://REPO/.layers/xx/<d>/layerfs`) and the older docker2cvmfs form
  * (`cvmfs://REPO/layers/<d>`); any `cvmfs://REPO/PATH` url is taken as `/cvmfs/REPO/PATH`.
- * Written: the DUCC form only.
+ * Written: the DUCC form only, plus our `profile` field: `cvmfs://REPO/.profiles/xx/<h>/profile.json`,
+ * where the image's access profile (`cvmfs-ts thin record`) is or will be published. It is named
+ * from the layer list alone, so a thin image names its profile before anyone recorded it; readers
+ * that do not know the field ignore it.
  */
+import { createHash } from 'node:crypto';
 import { FormatError } from '../errors';
 
 export const THIN_JSON_VERSION = '1.0';
@@ -25,6 +29,8 @@ export interface ThinImage {
   readonly origin: string;
   /** Base layer first, as in the image manifest. */
   readonly layers: readonly ThinLayer[];
+  /** Where the image's access profile lives (it may not be published yet). */
+  readonly profile?: { readonly repository: string; readonly path: string };
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -40,6 +46,14 @@ export function stripAlgorithm(digest: string): string {
   const hex = digest.startsWith('sha256:') ? digest.slice('sha256:'.length) : digest;
   if (!HEX64.test(hex)) throw new FormatError(`layer digest ${JSON.stringify(digest)} is not a sha256 digest`);
   return hex;
+}
+
+/** The repository-relative path of the access profile of an image with these layers (base first). */
+export function profilePath(digests: readonly string[]): string {
+  const h = createHash('sha256')
+    .update(digests.map((d) => stripAlgorithm(d)).join('\n'))
+    .digest('hex');
+  return `.profiles/${h.slice(0, 2)}/${h}/profile.json`;
 }
 
 /** Where a layer appears on a client: `<mountRoot>/<repository>/<path>`. */
@@ -81,6 +95,7 @@ export function parseThinJson(text: string): ThinImage {
     version: typeof o.version === 'string' ? o.version : THIN_JSON_VERSION,
     origin: typeof o.origin === 'string' ? o.origin : '',
     layers,
+    profile: o.profile === undefined ? undefined : parseUrl(o.profile, 'thin.json profile'),
   };
 }
 
@@ -90,5 +105,6 @@ export function formatThinJson(repository: string, origin: string, digests: read
     const hex = stripAlgorithm(d);
     return { digest: hex, url: `cvmfs://${repository}/${layerPath(hex)}` };
   });
-  return `${JSON.stringify({ version: THIN_JSON_VERSION, origin, layers }, null, 2)}\n`;
+  const profile = `cvmfs://${repository}/${profilePath(digests)}`;
+  return `${JSON.stringify({ version: THIN_JSON_VERSION, origin, layers, profile }, null, 2)}\n`;
 }

@@ -181,7 +181,7 @@ export class Snapshotter {
   private async lowerDirectories(chain: readonly SnapshotRecord[]): Promise<string[]> {
     const dirs: string[] = [];
     for (const p of chain) {
-      if (p.thinJson !== null) dirs.push(...(await thinLayerDirectories(p.thinJson, this.repos)));
+      if (p.thinJson !== null) dirs.push(...(await thinLayerDirectories(p.thinJson, this.repos, this.log)));
       else dirs.push(this.contentDir(p));
     }
     return dirs;

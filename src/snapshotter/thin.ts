@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { THIN_JSON_NAME, layerDirectory, parseThinJson } from '../image/thin-json';
 import { precondition } from './errors';
 import type { Repositories } from './repositories';
+import { warmUpThinImage } from '../thin/warm-up';
 
 /**
  * The text of `<fs>/thin.json` if the layer is a thin layer, else undefined. A thin.json that does
@@ -29,19 +30,20 @@ export async function readThinJson(fs: string, log?: (line: string) => void): Pr
   }
 }
 
-/** The layer directories of a thin layer, top first, with their repositories mounted. */
-export async function thinLayerDirectories(thinJson: string, repos: Repositories): Promise<string[]> {
+/**
+ * The layer directories of a thin layer, top first, with their repositories mounted, their
+ * catalogs attached and the image's access profile being prefetched (warm-up.ts).
+ */
+export async function thinLayerDirectories(thinJson: string, repos: Repositories, log?: (line: string) => void): Promise<string[]> {
   const thin = parseThinJson(thinJson);
   for (const repository of new Set(thin.layers.map((l) => l.repository))) await repos.ensure(repository);
-  const dirs: string[] = [];
-  for (const layer of [...thin.layers].reverse()) {
-    const dir = layerDirectory(layer, repos.cvmfsRoot);
-    const ok = await stat(dir).then(
-      (s) => s.isDirectory(),
-      () => false,
-    );
-    if (!ok) throw precondition(`thin image layer ${layer.digest} is not in repository ${layer.repository} (${dir})`);
-    dirs.push(dir);
+  await warmUpThinImage(thin, { cvmfsRoot: repos.cvmfsRoot, log });
+  const dirs = [...thin.layers].reverse().map((layer) => layerDirectory(layer, repos.cvmfsRoot));
+  const found = await Promise.all(dirs.map((dir) => stat(dir).then((s) => s.isDirectory(), () => false)));
+  const missing = found.indexOf(false);
+  if (missing >= 0) {
+    const layer = thin.layers[thin.layers.length - 1 - missing]!;
+    throw precondition(`thin image layer ${layer.digest} is not in repository ${layer.repository} (${dirs[missing]})`);
   }
   return dirs;
 }

@@ -15,6 +15,7 @@ import { join, resolve } from 'node:path';
 import { layerDirectory, parseThinJson, type ThinImage } from '../image/thin-json';
 import { isMountpoint, mount, unmount } from '../system/mounts';
 import { CvmfsError } from '../errors';
+import { warmUpThinImage } from './warm-up';
 
 export const DEFAULT_THIN_STATE = '/var/lib/cvmfs-ts/thin';
 
@@ -30,6 +31,8 @@ export interface ThinMountOptions {
   readonly stateRoot?: string;
   readonly cvmfsRoot?: string;
   readonly ensureMounted: RepositoryMounter;
+  /** Told how the warm-up of the repositories went (catalog and profile prefetch). */
+  readonly log?: (line: string) => void;
 }
 
 export interface ThinMountResult {
@@ -69,6 +72,7 @@ export async function mountThin(o: ThinMountOptions): Promise<ThinMountResult> {
     await mkdir(mountpoint, { recursive: true });
     await o.ensureMounted(repository, mountpoint);
   }
+  await warmUpThinImage(o.image, { cvmfsRoot, log: o.log });
   const lowerDirs = o.image.layers.map((l) => layerDirectory(l, cvmfsRoot)).reverse();
 
   const stateDir = stateDirFor(target, o.stateRoot);
