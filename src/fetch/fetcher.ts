@@ -195,7 +195,8 @@ export class Fetcher {
         }
       }
     } else {
-      if (reader) this.background.readerMiss(undefined);
+      // Catalogs and other metadata objects are no prefetch's business: only file content counts.
+      if (reader && (req.suffix === '' || req.suffix === 'P')) this.background.readerMiss(undefined);
       const created: Flight = { promise: Promise.resolve(''), controller: new AbortController(), waiters: 0, settled: false, priority, readerJoined: reader };
       created.promise = this.lead(req, created);
       flight = created;
