@@ -112,7 +112,7 @@ t.test('a mount serves metrics on a loopback port; reads and a new revision move
   t.ok(s0.get('cvmfs_ts_download_attempts_total', { host: f.server.url, proxy: 'DIRECT', outcome: 'ok' })! >= 1, 'the mount itself downloaded');
   t.ok(s0.get('process_resident_memory_bytes')! > 0, 'process metrics');
   for (const name of s0.types.keys()) {
-    if (name.startsWith('cvmfs_ts_')) t.match(name, /_(total|seconds|bytes|info|revision|loaded)$/, `${name}: unit or kind in its name`);
+    if (name.startsWith('cvmfs_ts_')) t.match(name, /_(total|seconds|bytes|info|revision|loaded|running|queued)$/, `${name}: unit or kind in its name`);
   }
 
   // Cold: a.txt is downloaded (miss); a-copy.txt, the same object: from the cache (hit).
