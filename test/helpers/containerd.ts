@@ -22,7 +22,6 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile, open } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
@@ -169,17 +168,6 @@ function pidsWithArgument(needle: string): number[] {
     }
   }
   return pids;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => done(port));
-    });
-  });
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -377,40 +365,4 @@ function rmQuiet(path: string): void {
 /** The shim socket containerd 1.6 derives from its address, namespace and container id (for leftovers). */
 export function shimSocket(address: string, namespace: string, id: string): string {
   return `/run/containerd/s/${createHash('sha256').update(join(address, namespace, id)).digest('hex')}`;
-}
-
-export interface Registry {
-  /** host:port */
-  readonly host: string;
-}
-
-/**
- * A private registry (Debian's docker-registry) on a free loopback port with storage under `dir`;
- * stopped at teardown. Push with `ctr images push --plain-http HOST/NAME:TAG`.
- */
-export async function startRegistry(t: Test, dir: string): Promise<Registry> {
-  const port = await freePort();
-  const host = `127.0.0.1:${port}`;
-  await mkdir(join(dir, 'registry'), { recursive: true });
-  const config = join(dir, 'registry.yml');
-  await writeFile(
-    config,
-    ['version: 0.1', 'log:', '  level: warn', 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'registry')}`, 'http:', `  addr: ${host}`, ''].join('\n'),
-  );
-  const log = await open(join(dir, 'registry.log'), 'a');
-  const child = spawn('/usr/bin/docker-registry', ['serve', config], { stdio: ['ignore', log.fd, log.fd] });
-  await log.close();
-  t.teardown(() => killAndWait(child, 'SIGTERM'));
-  await waitFor(
-    'the registry',
-    async () => {
-      try {
-        return (await fetch(`http://${host}/v2/`)).status === 200;
-      } catch {
-        return false;
-      }
-    },
-    30_000,
-  );
-  return { host };
 }

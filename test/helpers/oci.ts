@@ -1,8 +1,8 @@
 /**
  * Builds OCI images offline for tests: layers from a list of entries (files, directories, symlinks,
  * hardlinks, devices, FIFOs, whiteouts, opaque markers, xattrs incl. binary ones), compressed with gzip,
- * zstd or not at all, written as an OCI image layout directory (`oci:DIR:TAG`). Other transports come
- * from it with skopeo (`convertImage`).
+ * zstd or not at all, written as an OCI image layout directory (`oci:DIR:TAG`) or an OCI archive for
+ * `ctr images import` (`writeOciArchive`). Other transports come from it with skopeo (`convertImage`).
  *
  * Example:
  *   const img = await writeOciLayout(dir, {
@@ -23,9 +23,11 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { compress as zstdCompress } from 'zstd-napi';
 import { buildTar, type TarWriteEntry } from '../../src/image/tar-writer';
+import { unpackLayer } from '../../src/image/layer-unpack';
 import { MEDIA_TYPES, type Platform } from '../../src/image/manifest';
 import type { Digest } from '../../src/image/digest';
 
@@ -77,6 +79,8 @@ export interface ImageSpec {
    * behind one image index that index.json references under the tag: tests platform selection.
    */
   readonly decoyPlatforms?: readonly Platform[];
+  /** More annotations on the image's entry in index.json (e.g. `io.containerd.image.name`). */
+  readonly annotations?: Readonly<Record<string, string>>;
 }
 
 export interface BuiltLayer {
@@ -196,6 +200,11 @@ export function buildLayer(spec: LayerSpec): BuiltLayer {
   return { tar, blob, digest: sha256(blob), diffId: sha256(tar), size: blob.length, mediaType: spec.mediaType ?? LAYER_TYPES[compression] };
 }
 
+/** Unpacks a built layer into `dir` (as root), as ingest fills a repository's `.layers/xx/<digest>/layerfs`. */
+export async function materializeLayer(layer: BuiltLayer, dir: string): Promise<void> {
+  await unpackLayer(Readable.from([layer.blob]), dir, { mediaType: layer.mediaType, what: layer.digest });
+}
+
 async function writeBlob(layoutDir: string, data: Buffer): Promise<Digest> {
   const d = sha256(data);
   await mkdir(join(layoutDir, 'blobs', 'sha256'), { recursive: true });
@@ -258,7 +267,7 @@ export async function writeOciLayout(layoutDir: string, spec: ImageSpec): Promis
     indexDigest = await writeBlob(layoutDir, indexBytes);
     entry = { mediaType: MEDIA_TYPES.ociIndex, digest: indexDigest, size: indexBytes.length };
   }
-  entry.annotations = { 'org.opencontainers.image.ref.name': tag };
+  entry.annotations = { ...spec.annotations, 'org.opencontainers.image.ref.name': tag };
   let index: { schemaVersion: number; mediaType?: string; manifests: Array<Record<string, unknown>> } = {
     schemaVersion: 2,
     mediaType: MEDIA_TYPES.ociIndex,
@@ -273,6 +282,20 @@ export async function writeOciLayout(layoutDir: string, spec: ImageSpec): Promis
   index.manifests.push(entry);
   await writeFile(join(layoutDir, 'index.json'), JSON.stringify(index));
   return { dir: layoutDir, tag, layers, ...img, ...(indexDigest ? { indexDigest } : {}) };
+}
+
+/**
+ * Writes the image as an OCI archive (a tar of its layout, kept beside it in `<path>.layout`) that
+ * `ctr images import` names `name` (annotation `io.containerd.image.name`; the tag is `name`'s).
+ */
+export async function writeOciArchive(path: string, name: string, spec: Omit<ImageSpec, 'tag' | 'annotations'>): Promise<BuiltImage> {
+  const img = await writeOciLayout(`${path}.layout`, {
+    ...spec,
+    tag: name.slice(name.lastIndexOf(':') + 1),
+    annotations: { 'io.containerd.image.name': name },
+  });
+  await run('tar', ['-cf', path, '-C', img.dir, 'oci-layout', 'index.json', 'blobs']);
+  return img;
 }
 
 /** Runs a command, resolving with stdout; rejects with its stderr. */

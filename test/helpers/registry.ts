@@ -8,12 +8,13 @@
  * - `auth: 'basic'`: the registry's `auth.htpasswd` (bcrypt).
  *
  * Both processes and the directory are removed at teardown (servers stopped by their own handles).
+ * With `logFile`, the registry's output goes there, access log (one line per request) included.
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, randomUUID, sign } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { open, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
@@ -29,6 +30,15 @@ const SERVICE = 'cvmfs-ts-test-registry';
 const ISSUER = 'cvmfs-ts-test-issuer';
 
 export type RegistryAuth = 'none' | 'token' | 'basic';
+
+export interface RegistryOptions {
+  /** Default 'none'. */
+  readonly auth?: RegistryAuth;
+  /** Serve HTTPS with a self-signed certificate for 127.0.0.1 (clients must not verify it). */
+  readonly tls?: boolean;
+  /** Append the registry's output, with its access log, to this file (default: no access log). */
+  readonly logFile?: string;
+}
 
 export interface TokenRequest {
   readonly scopes: readonly string[];
@@ -115,10 +125,11 @@ function accepts(port: number): Promise<boolean> {
 }
 
 /**
- * Starts a registry (and its token server) and registers their stop at teardown. With `tls`, it serves
- * HTTPS with a self-signed certificate for 127.0.0.1 (clients must not verify it).
+ * Starts a registry (and its token server) and registers their stop at teardown. Push to it with
+ * `ctr images push --plain-http HOST/NAME:TAG` or skopeo (`skopeoCreds`).
  */
-export async function startRegistry(t: Test, auth: RegistryAuth = 'none', tls = false): Promise<TestRegistry> {
+export async function startRegistry(t: Test, options: RegistryOptions = {}): Promise<TestRegistry> {
+  const { auth = 'none', tls = false, logFile } = options;
   const dir = await tempDir(t, 'cvmfs-ts-registry-');
   await mkdir(join(dir, 'storage'));
   const port = await freePort();
@@ -127,8 +138,7 @@ export async function startRegistry(t: Test, auth: RegistryAuth = 'none', tls = 
     'version: 0.1',
     'log:',
     '  level: warn',
-    '  accesslog:',
-    '    disabled: true',
+    ...(logFile ? [] : ['  accesslog:', '    disabled: true']),
     'storage:',
     '  filesystem:',
     `    rootdirectory: ${join(dir, 'storage')}`,
@@ -155,10 +165,13 @@ export async function startRegistry(t: Test, auth: RegistryAuth = 'none', tls = 
   }
   const conf = join(dir, 'config.yml');
   await writeFile(conf, `${lines.join('\n')}\n`);
-  const child = spawn(REGISTRY_BIN, ['serve', conf], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d));
-  child.stderr.on('data', (d: Buffer) => (output += d));
+  const log = logFile ? await open(logFile, 'a') : undefined;
+  const child = spawn(REGISTRY_BIN, ['serve', conf], { cwd: dir, stdio: ['ignore', log?.fd ?? 'pipe', log?.fd ?? 'pipe'] });
+  await log?.close();
+  let piped = '';
+  child.stdout?.on('data', (d: Buffer) => (piped += d));
+  child.stderr?.on('data', (d: Buffer) => (piped += d));
+  const output = async (): Promise<string> => (logFile ? readFile(logFile, 'utf8').catch(() => '') : piped);
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -170,10 +183,10 @@ export async function startRegistry(t: Test, auth: RegistryAuth = 'none', tls = 
   t.teardown(stop);
   const deadline = Date.now() + 20_000;
   while (!(await accepts(port))) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`docker-registry exited before listening:\n${output}`);
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`docker-registry exited before listening:\n${await output()}`);
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`docker-registry did not listen on 127.0.0.1:${port} within 20 s:\n${output}`);
+      throw new Error(`docker-registry did not listen on 127.0.0.1:${port} within 20 s:\n${await output()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

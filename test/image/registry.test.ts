@@ -40,7 +40,7 @@ t.test('parseChallenges', async (t) => {
 });
 
 t.test('no auth: OCI, Docker schema 2 and a multi-platform index', { skip }, async (t) => {
-  const reg = await startRegistry(t, 'none');
+  const reg = await startRegistry(t);
   const top = await tempDir(t, 'cvmfs-ts-reg-');
   const built = await writeOciLayout(join(top, 'oci'), testImageSpec('v1'));
   await convertImage(`oci:${top}/oci:v1`, `docker://${reg.host}/test/img:v1`);
@@ -53,7 +53,7 @@ t.test('no auth: OCI, Docker schema 2 and a multi-platform index', { skip }, asy
 
   // A registry of its own: skopeo's blob-info cache would otherwise offer the zstd layer pushed above
   // for the same diff_id, which a Docker manifest cannot reference, and fail.
-  const reg2 = await startRegistry(t, 'none');
+  const reg2 = await startRegistry(t);
   const gz = await writeOciLayout(join(top, 'gz'), testImageSpec('v1', ['gzip', 'gzip', 'none']));
   await convertImage(`oci:${top}/gz:v1`, `docker://${reg2.host}/test/img:v2s2`, ['--format', 'v2s2']);
   const v2 = await checkSource(t, `docker://${reg2.host}/test/img:v2s2`, gz, { plainHttp: true });
@@ -106,7 +106,7 @@ async function pushFrom(source: ImageSource, target: string) {
 }
 
 t.test('token auth: pull, push round trip, refusals', { skip }, async (t) => {
-  const reg = await startRegistry(t, 'token');
+  const reg = await startRegistry(t, { auth: 'token' });
   const top = await tempDir(t, 'cvmfs-ts-regtok-');
   const built = await writeOciLayout(join(top, 'oci'), testImageSpec('v1'));
   await convertImage(`oci:${top}/oci:v1`, `docker://${reg.host}/test/img:v1`, reg.skopeoCreds('dest'));
@@ -159,7 +159,7 @@ t.test('token auth: pull, push round trip, refusals', { skip }, async (t) => {
 });
 
 t.test('basic auth', { skip }, async (t) => {
-  const reg = await startRegistry(t, 'basic');
+  const reg = await startRegistry(t, { auth: 'basic' });
   const top = await tempDir(t, 'cvmfs-ts-regbasic-');
   const built = await writeOciLayout(join(top, 'oci'), testImageSpec('v1'));
   await convertImage(`oci:${top}/oci:v1`, `docker://${reg.host}/test/img:v1`, reg.skopeoCreds('dest'));
@@ -198,7 +198,7 @@ async function frontServer(
 }
 
 t.test('blob redirects are followed; Authorization stays with the registry origin', { skip }, async (t) => {
-  const reg = await startRegistry(t, 'none');
+  const reg = await startRegistry(t);
   const top = await tempDir(t, 'cvmfs-ts-regredir-');
   const built = await writeOciLayout(join(top, 'oci'), testImageSpec('v1'));
   await convertImage(`oci:${top}/oci:v1`, `docker://${reg.host}/test/img:v1`);
@@ -232,7 +232,7 @@ t.test('blob redirects are followed; Authorization stays with the registry origi
 });
 
 t.test('HTTPS: a self-signed registry needs tlsVerify: false', { skip }, async (t) => {
-  const reg = await startRegistry(t, 'none', true);
+  const reg = await startRegistry(t, { tls: true });
   const top = await tempDir(t, 'cvmfs-ts-regtls-');
   const built = await writeOciLayout(join(top, 'oci'), testImageSpec('v1'));
   await convertImage(`oci:${top}/oci:v1`, `docker://${reg.host}/test/img:v1`);

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { containerdMissing, startContainerd } from '../helpers/containerd';
-import { buildLayer, busyboxFiles, writeOciArchive } from '../helpers/oci-image';
+import { busyboxEntries, file, writeOciArchive } from '../helpers/oci';
 
 const IMAGE = 'example.org/cvmfs-ts/busybox:1';
 
@@ -25,7 +25,7 @@ t.test('ordinary image through the cvmfs-ts snapshotter', { skip: containerdMiss
   const env = await startContainerd(t);
   const sn = ['--snapshotter', env.snapshotter];
   const archive = join(env.dir, 'image.tar');
-  await writeOciArchive(archive, IMAGE, [await buildLayer(busyboxFiles()), await buildLayer({ 'hello.txt': 'hello from layer 2\n' })]);
+  await writeOciArchive(archive, IMAGE, { layers: [{ entries: busyboxEntries() }, { entries: [file('hello.txt', 'hello from layer 2\n')] }] });
   // Not unpacked on import: `ctr run` unpacks it into our snapshotter.
   await env.ctr(['images', 'import', '--no-unpack', archive]);
   const snapshotDirs = () => readdir(join(env.snapshotterRoot, 'snapshots'));

@@ -10,7 +10,8 @@ import t from 'tap';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { containerdMissing, startContainerd, startRegistry } from '../helpers/containerd';
+import { containerdMissing, startContainerd } from '../helpers/containerd';
+import { startRegistry } from '../helpers/registry';
 import { busyboxEntries, convertImage, dir, file, opaque, whiteout, withParents, writeOciLayout } from '../helpers/oci';
 import { runCli } from '../helpers/cli';
 import { tempDir, testKeys } from '../helpers/repo';
@@ -40,7 +41,7 @@ t.test('thin image and remote layers from a real repository through containerd',
       { compression: 'zstd', entries: withParents([whiteout('etc/secret'), opaque('data'), file('data/new', 'n\n'), file('etc/motd', 'top\n')]) },
     ],
   });
-  const registry = await startRegistry(t, work);
+  const registry = await startRegistry(t, { logFile: join(work, 'registry.log') });
   const registryLog = () => readFile(join(work, 'registry.log'), 'utf8');
   const original = `${registry.host}/app:1`;
   const thinRef = `${registry.host}/app:1-thin`;

@@ -7,11 +7,12 @@
  */
 import t from 'tap';
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { containerdMissing, startContainerd, startRegistry } from '../helpers/containerd';
-import { buildLayer, busyboxFiles, materializeLayer, writeOciArchive } from '../helpers/oci-image';
+import { containerdMissing, startContainerd } from '../helpers/containerd';
+import { startRegistry } from '../helpers/registry';
+import { buildLayer, busyboxEntries, file, materializeLayer, writeOciArchive } from '../helpers/oci';
 import { tempDir } from '../helpers/repo';
 import { layerPath } from '../../src/image/thin-json';
 
@@ -24,17 +25,22 @@ function missing(): string | undefined {
 t.test('ctr-remote rpull takes layers from CVMFS', { skip: missing() }, async (t) => {
   const cvmfsRoot = await tempDir(t, 'cvmfs-');
   const env = await startContainerd(t, { cvmfsRoot, repositories: [REPO] });
-  const registry = await startRegistry(t, env.dir);
+  const registry = await startRegistry(t);
   // Unique content, so that no snapshot of an earlier pull can stand in for the remote layers.
   const unique = randomBytes(8).toString('hex');
-  const layers = [await buildLayer({ ...busyboxFiles(), 'id.txt': `${unique}\n` }), await buildLayer({ 'hello.txt': 'hello\n' })];
+  const specs = [{ entries: [...busyboxEntries(), file('id.txt', `${unique}\n`)] }, { entries: [file('hello.txt', 'hello\n')] }];
+  const layers = specs.map(buildLayer);
   // The repository's copies carry a marker the image layers do not have.
-  for (const l of layers) await materializeLayer({ ...l.files, 'from-cvmfs': `${l.digest}\n` }, join(cvmfsRoot, REPO, layerPath(l.digest)));
+  for (const l of layers) {
+    const layerDir = join(cvmfsRoot, REPO, layerPath(l.digest));
+    await materializeLayer(l, layerDir);
+    await writeFile(join(layerDir, 'from-cvmfs'), `${l.digest}\n`);
+  }
 
   const local = 'example.org/cvmfs-ts/remote:1';
   const remote = `${registry.host}/cvmfs-ts/remote:1`;
   const pusher = `${env.namespace}-push`;
-  await writeOciArchive(join(env.dir, 'image.tar'), local, layers);
+  await writeOciArchive(join(env.dir, 'image.tar'), local, { layers: specs });
   await env.ctr(['images', 'import', '--no-unpack', join(env.dir, 'image.tar')], { namespace: pusher });
   await env.ctr(['images', 'tag', local, remote], { namespace: pusher });
   await env.ctr(['images', 'push', '--plain-http', remote], { namespace: pusher });

@@ -6,18 +6,18 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { containerdMissing, startContainerd } from '../helpers/containerd';
-import { buildLayer, busyboxFiles, materializeLayer, writeOciArchive, type Layer } from '../helpers/oci-image';
+import { buildLayer, busyboxEntries, file, materializeLayer, writeOciArchive, type BuiltLayer } from '../helpers/oci';
 import { tempDir } from '../helpers/repo';
 import { formatThinJson, layerPath } from '../../src/image/thin-json';
 
 const REPO = 'thin.cvmfs-ts.test';
 
 /** Puts the layers into the fake repository and writes a thin image naming them. */
-async function thinImage(dir: string, cvmfsRoot: string, name: string, layers: Layer[]): Promise<string> {
-  for (const l of layers) await materializeLayer(l.files, join(cvmfsRoot, REPO, layerPath(l.digest)));
-  const thinLayer = await buildLayer({ 'thin.json': formatThinJson(REPO, `docker://${name}`, layers.map((l) => l.digest)) });
+async function thinImage(dir: string, cvmfsRoot: string, name: string, layers: BuiltLayer[]): Promise<string> {
+  for (const l of layers) await materializeLayer(l, join(cvmfsRoot, REPO, layerPath(l.digest)));
+  const thinJson = formatThinJson(REPO, `docker://${name}`, layers.map((l) => l.digest));
   const archive = join(dir, `${name.replace(/[/:]/g, '_')}.tar`);
-  await writeOciArchive(archive, name, [thinLayer]);
+  await writeOciArchive(archive, name, { layers: [{ entries: [file('thin.json', thinJson)] }] });
   return archive;
 }
 
@@ -28,9 +28,9 @@ t.test('thin images through the cvmfs-ts snapshotter', { skip: containerdMissing
 
   t.test('a thin image runs on its CVMFS layers', async (t) => {
     const layers = [
-      await buildLayer({ ...busyboxFiles(), 'etc/motd': 'base\n' }),
-      await buildLayer({ 'etc/motd': 'layer 2\n', 'data/b': 'b\n' }),
-      await buildLayer({ 'etc/motd': 'layer 3\n', 'data/c': 'c\n' }),
+      buildLayer({ entries: [...busyboxEntries(), file('etc/motd', 'base\n')] }),
+      buildLayer({ entries: [file('etc/motd', 'layer 2\n'), file('data/b', 'b\n')] }),
+      buildLayer({ entries: [file('etc/motd', 'layer 3\n'), file('data/c', 'c\n')] }),
     ];
     const name = 'example.org/cvmfs-ts/thin:3';
     await env.ctr(['images', 'import', '--no-unpack', await thinImage(env.dir, cvmfsRoot, name, layers)]);
@@ -52,8 +52,8 @@ t.test('thin images through the cvmfs-ts snapshotter', { skip: containerdMissing
   });
 
   t.test('a 60-layer thin image mounts', async (t) => {
-    const layers = [await buildLayer({ ...busyboxFiles(), 'layers/0': '0\n' })];
-    for (let i = 1; i < 60; i++) layers.push(await buildLayer({ [`layers/${i}`]: `${i}\n`, top: `${i}\n` }));
+    const layers = [buildLayer({ entries: [...busyboxEntries(), file('layers/0', '0\n')] })];
+    for (let i = 1; i < 60; i++) layers.push(buildLayer({ entries: [file(`layers/${i}`, `${i}\n`), file('top', `${i}\n`)] }));
     const name = 'example.org/cvmfs-ts/thin:60';
     await env.ctr(['images', 'import', '--no-unpack', await thinImage(env.dir, cvmfsRoot, name, layers)]);
     const r = await env.ctr(['run', ...sn, name, 'thin60', 'sh', '-c', 'ls /layers | wc -l; cat /top']);
