@@ -4,46 +4,25 @@
  * daemon's pins respected, and the mount still reading right afterwards.
  */
 import t from 'tap';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
-import { constants, existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { publish } from '../../src/publish/publisher';
 import { keyFiles } from '../../src/publish/keys';
 import { pseudoRandomBytes } from '../../src/demo/demo-tree';
 import { tempDir, testKeys } from '../helpers/repo';
-import { mountRepository } from '../helpers/mount';
+import { mountRepository, readDirect } from '../helpers/mount';
+import { writeNestedTree } from '../helpers/trees';
 import { serveRepository } from '../helpers/serve';
 import { runCli } from '../helpers/cli';
 
 const FQRN = 'cachecmd.cvmfs.io';
 
-/** Reads through to the daemon (O_DIRECT: not from the kernel's page cache of the file). */
-async function readDirect(path: string): Promise<Buffer> {
-  const fh = await open(path, constants.O_RDONLY | constants.O_DIRECT);
-  try {
-    const out = Buffer.alloc((await fh.stat()).size);
-    let done = 0;
-    while (done < out.length) {
-      const { bytesRead } = await fh.read(out, done, out.length - done, done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return out.subarray(0, done);
-  } finally {
-    await fh.close();
-  }
-}
-
 t.test('cache commands on a mounted repository’s cache', async (t) => {
   const dir = await tempDir(t);
   const src = join(dir, 'src');
   const repoDir = join(dir, 'repo');
-  await mkdir(join(src, 'dir'), { recursive: true });
-  await mkdir(join(src, 'nested'));
-  await writeFile(join(src, 'a.txt'), 'file a\n');
-  await writeFile(join(src, 'dir', 'b.txt'), 'file b\n');
-  await writeFile(join(src, 'nested', '.cvmfscatalog'), '');
-  await writeFile(join(src, 'nested', 'c.txt'), 'file c in a nested catalog\n');
+  await writeNestedTree(src);
   const big = pseudoRandomBytes(3 * 1024 * 1024, 77);
   await writeFile(join(src, 'big.bin'), big);
   const keys = await testKeys(FQRN);

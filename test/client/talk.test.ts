@@ -5,8 +5,8 @@
  * the socket is root only (mode 0600: uid 65534 is refused) and removed at unmount.
  */
 import t, { type Test } from 'tap';
-import { chmod, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { constants, existsSync } from 'node:fs';
+import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { publish } from '../../src/publish/publisher';
 import { keyFiles } from '../../src/publish/keys';
@@ -14,41 +14,20 @@ import { pseudoRandomBytes } from '../../src/demo/demo-tree';
 import { sendTalkCommand } from '../../src/client/talk';
 import { STAT_HEADER } from '../../src/cli/config-command';
 import { tempDir, testKeys } from '../helpers/repo';
-import { mountRepository } from '../helpers/mount';
+import { mountRepository, readDirect } from '../helpers/mount';
+import { writeNestedTree } from '../helpers/trees';
 import { serveRepository } from '../helpers/serve';
 import { runCli } from '../helpers/cli';
 
 const FQRN = 'talk.cvmfs.io';
 const CHUNKS = { min: 64 * 1024, avg: 128 * 1024, max: 256 * 1024 };
 
-/** Reads through to the daemon (O_DIRECT: not from the kernel's page cache). */
-async function readDirect(path: string): Promise<Buffer> {
-  const fh = await open(path, constants.O_RDONLY | constants.O_DIRECT);
-  try {
-    const out = Buffer.alloc((await fh.stat()).size);
-    let done = 0;
-    while (done < out.length) {
-      const { bytesRead } = await fh.read(out, done, out.length - done, done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return out.subarray(0, done);
-  } finally {
-    await fh.close();
-  }
-}
-
 t.test('talk and config on a mounted repository', async (t) => {
   const dir = await tempDir(t);
   await chmod(dir, 0o711); // others may traverse to the socket: its own mode must keep them out
   const src = join(dir, 'src');
   const repoDir = join(dir, 'repo');
-  await mkdir(join(src, 'dir'), { recursive: true });
-  await mkdir(join(src, 'nested'));
-  await writeFile(join(src, 'a.txt'), 'file a\n');
-  await writeFile(join(src, 'dir', 'b.txt'), 'file b\n');
-  await writeFile(join(src, 'nested', '.cvmfscatalog'), '');
-  await writeFile(join(src, 'nested', 'c.txt'), 'file c in a nested catalog\n');
+  await writeNestedTree(src);
   await writeFile(join(src, 'via-second-server.txt'), 'fetched from the second server\n');
   await writeFile(join(src, 'via-direct.txt'), 'fetched after the dead proxy\n');
   await writeFile(join(src, 'broken.txt'), 'its object will be deleted from the server\n');

@@ -14,6 +14,7 @@ import { readdir, readFile, readlink, realpath } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Test } from 'tap';
+import { waitForExit } from './mount';
 
 export const CHECKOUT = resolve(__dirname, '../..');
 export const INSTALL_SH = join(CHECKOUT, 'scripts', 'install.sh');
@@ -53,15 +54,6 @@ export interface InstallNamespace {
 
 async function mountNamespaceOf(pid: number): Promise<string | undefined> {
   return readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** The processes (other than `holder`) living in `holder`'s mount namespace. */
@@ -107,7 +99,7 @@ export async function installNamespace(t: Test, stage: string, o: { privateRun?:
           // gone already
         }
       }
-      for (let i = 0; i < 50 && inside.some(alive); i++) await new Promise((r) => setTimeout(r, 100));
+      await waitForExit(inside);
     }
     if (holder.exitCode === null && holder.signalCode === null) holder.kill('SIGKILL');
     await exited;

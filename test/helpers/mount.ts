@@ -2,7 +2,8 @@
  * Mounting repositories in tests the way users do: `cvmfs-ts mount` in its own process, with a
  * private configuration root and cache; always unmounted (and the daemon stopped) at teardown.
  */
-import { mkdir, writeFile, readFile } from 'node:fs/promises';
+import { mkdir, open, writeFile, readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { getAttribute } from '@napi-rs/xattr';
@@ -68,21 +69,44 @@ export async function mountDaemonPid(mountpoint: string): Promise<number> {
 }
 
 /**
- * Teardown of a repository mount a test did not make itself (started on demand by thin mount or
- * the snapshotter): lazy unmount, then wait for its daemon `pid` to exit, killing it after 5 s.
+ * Teardown of a repository mount, also of one a test did not make itself (started on demand by thin
+ * mount or the snapshotter): lazy unmount, then wait for its daemon `pid` to exit, killing it after 5 s.
  */
 export async function unmountDaemon(mountpoint: string, pid: number): Promise<void> {
   unmountQuietly(mountpoint);
-  for (let i = 0; i < 50 && pid > 0 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
-  if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+  if (pid > 0 && !(await waitForExit([pid]))) process.kill(pid, 'SIGKILL');
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` exists (signal 0). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Waits up to `ms` for every one of `pids` to exit; resolves with whether they all did. */
+export async function waitForExit(pids: readonly number[], ms = 5000): Promise<boolean> {
+  for (let i = 0; i < ms / 100 && pids.some(processAlive); i++) await new Promise((r) => setTimeout(r, 100));
+  return !pids.some(processAlive);
+}
+
+/** Reads a whole file through to the daemon (O_DIRECT: not from the kernel's page cache of the file). */
+export async function readDirect(path: string): Promise<Buffer> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_DIRECT);
+  try {
+    const out = Buffer.alloc((await fh.stat()).size);
+    let done = 0;
+    while (done < out.length) {
+      const { bytesRead } = await fh.read(out, done, out.length - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return out.subarray(0, done);
+  } finally {
+    await fh.close();
   }
 }
 
@@ -103,11 +127,7 @@ export async function tryMount(t: Test, dir: string, s: MountSpec): Promise<{ mo
   });
   const logFile = join(dir, 'mount.log');
   let pid = 0;
-  const unmount = async () => {
-    unmountQuietly(mountpoint);
-    for (let i = 0; i < 50 && pid && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
-    if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
-  };
+  const unmount = () => unmountDaemon(mountpoint, pid);
   t.teardown(unmount);
   const args = ['mount', s.fqrn, mountpoint, '--config-root', configRoot, '--log', logFile];
   if (s.options) args.push('-o', s.options);

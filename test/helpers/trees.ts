@@ -13,6 +13,16 @@ export const FIXED_MTIME = 1_600_000_000;
 /** Small chunk sizes so a 1.5 MiB file is chunked (the real fixture used the same). */
 export const SMALL_CHUNKS = { min: 65536, avg: 131072, max: 262144 };
 
+/** a.txt, dir/b.txt and nested/c.txt, nested/ being a nested catalog (.cvmfscatalog). */
+export async function writeNestedTree(root: string): Promise<void> {
+  await mkdir(join(root, 'dir'), { recursive: true });
+  await mkdir(join(root, 'nested'));
+  await writeFile(join(root, 'a.txt'), 'file a\n');
+  await writeFile(join(root, 'dir', 'b.txt'), 'file b\n');
+  await writeFile(join(root, 'nested', '.cvmfscatalog'), '');
+  await writeFile(join(root, 'nested', 'c.txt'), 'file c in a nested catalog\n');
+}
+
 export async function writeRichTree(root: string): Promise<void> {
   const p = (...parts: string[]) => join(root, ...parts);
   await mkdir(p('dir with space', 'ñandú'), { recursive: true });

@@ -12,21 +12,12 @@ import { join } from 'node:path';
 import { getAttribute } from '@napi-rs/xattr';
 import { tempDir, publishFileMap } from '../helpers/repo';
 import { serveRepository } from '../helpers/serve';
-import { writeConfigRoot } from '../helpers/mount';
+import { processAlive, writeConfigRoot } from '../helpers/mount';
 import { defaultLogFile } from '../../src/cli/mount-command';
 import { installNamespace, run, stageInstall, type InstallNamespace } from '../helpers/install';
 
 const FQRN = 'autofs.cvmfs-ts.io';
 const TEXT = 'mounted on first access\n';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function until(what: string, check: () => Promise<boolean> | boolean, ms = 20_000): Promise<void> {
   for (const started = Date.now(); !(await check()); ) {
@@ -107,7 +98,7 @@ t.test('autofs mounts /cvmfs/FQRN on first access through the program map and mo
   t.equal(first.stdout, TEXT, 'DIR/FQRN/hello.txt reads right on first access', { stderr: first.stderr, log: await automountLog() });
   t.equal(await ns.mountType(join(root, FQRN)), 'fuse.cvmfs-ts', 'mounted by mount.cvmfs-ts');
   const pid = Number((await getAttribute(ns.path(join(root, FQRN)), 'user.pid'))?.toString() ?? 0);
-  t.ok(pid > 0 && alive(pid), 'a daemon serves it');
+  t.ok(pid > 0 && processAlive(pid), 'a daemon serves it');
   t.match(await automountLog(), new RegExp(`mounted ${root}/${FQRN.replace(/\./g, '\\.')}`), 'automount logged the mount');
 
   const unknown = await ns.run(['ls', join(root, 'unknown.example.org')]);
@@ -118,7 +109,7 @@ t.test('autofs mounts /cvmfs/FQRN on first access through the program map and mo
   // Stopping autofs unmounts what it mounted; the daemon notices and exits.
   t.equal(await stop(), 0, 'automount stopped cleanly');
   t.equal(await ns.mountType(join(root, FQRN)), undefined, 'unmounted');
-  await until('the daemon to exit', () => !alive(pid), 10_000);
+  await until('the daemon to exit', () => !processAlive(pid), 10_000);
   t.pass('the daemon exited');
 });
 
