@@ -12,11 +12,11 @@
  * handles opened before a revision update keep their bytes; otherwise libfuse's auto_cache decides.
  */
 import Fuse from 'fuse-native';
-import { readFile } from 'node:fs/promises';
 import type { Filesystem, FsStat } from '../client/filesystem';
 import { MisuseError } from '../client/filesystem';
 import { NotDirectory } from '../client/catalog-tree';
 import { CvmfsError } from '../errors';
+import { isMountpoint } from '../system/mounts';
 import { PageCachePolicy, PastEndOrdering } from './page-cache-policy';
 
 export interface FuseMountOptions {
@@ -111,13 +111,6 @@ function fixXattrBufferHandling(): void {
 }
 fixXattrBufferHandling();
 
-/** Whether `mountpoint` (absolute) is a mount point of this process's namespace (mountinfo only: never touches it). */
-async function isMountPoint(mountpoint: string): Promise<boolean> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  const escaped = mountpoint.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
-  return info.split('\n').some((line) => line.split(' ')[4] === escaped);
-}
-
 /**
  * fuse-native unmounts with `fusermount -uz` and releases its event-loop handle only when that
  * succeeds. After an external umount(8) or `fusermount -u` it fails (EINVAL) and the daemon would
@@ -129,7 +122,8 @@ function fixUnmountOfUnmounted(): void {
   F.unmount = (mnt, cb) =>
     unmount(mnt, (err) => {
       if (!err) return cb(null);
-      isMountPoint(mnt).then(
+      // Reads /proc/self/mountinfo (asynchronously): never touches the mountpoint, our own mount.
+      isMountpoint(mnt).then(
         (mounted) => cb(mounted ? err : null),
         () => cb(err),
       );
