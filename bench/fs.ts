@@ -30,7 +30,6 @@ import { ensureTree, treeSpec, type FsTree } from './lib/fs-tree';
 import { Measurer, OPS, type Op, type OpResult } from './lib/fs-measure';
 import {
   assertBuilt,
-  Cleanup,
   cpuSeconds,
   cvmfsTs,
   describeMachine,
@@ -49,6 +48,7 @@ import {
   type MountedRepository,
   type ThreadCpu,
 } from './lib/processes';
+import { Cleanup, sleep } from './lib/proc';
 import { FuseRequestCounter, fuseTraceUnavailable, type FuseCounts } from './lib/fuse-trace';
 import { summarizeCpuProfile, type ProfileSummary } from './lib/cpu-profile';
 import { groupedBarChart } from './lib/svg-chart';
@@ -145,7 +145,6 @@ function parseArgs(argv: string[]): Args {
 
 class UsageError extends Error {}
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const log = (m: string) => process.stdout.write(`[bench/fs] ${m}\n`);
 
 interface CvmfsPassInfo {
@@ -239,7 +238,6 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench/fs needs root (FUSE mounts with allow_other, drop_caches)');
   assertBuilt();
   const cleanup = new Cleanup((m) => log(m));
-  cleanup.installSignalHandlers();
   const started = Date.now();
   const machine = machineInfo();
   log(`machine: ${describeMachine(machine)}; load average ${machine.load_start.join(', ')}`);
@@ -425,7 +423,7 @@ async function main(): Promise<void> {
     process.stdout.write(`\n${report.md}\n`);
     log(`wrote ${join(args.out, `${name}.{json,md,svg}`)} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {
-    await cleanup.runAll();
+    await cleanup.run();
   }
 }
 

@@ -1,8 +1,10 @@
 /**
- * Process helpers for benchmarks: run a command and get its output, and a cleanup stack that also
- * runs on Ctrl-C / SIGTERM / an uncaught failure, so namespaces, mounts and daemons never outlive a run.
+ * Process helpers for benchmarks: run a command and get its output, wait for a process to exit, and a
+ * cleanup stack that also runs on Ctrl-C / SIGTERM / SIGHUP (then exits 128 + the signal's number), so
+ * namespaces, mounts and daemons never outlive a run; what is left at process exit gets its
+ * synchronous fallback.
  *
- *   const cleanup = new Cleanup();             // installs SIGINT/SIGTERM handlers
+ *   const cleanup = new Cleanup();             // installs SIGINT/SIGTERM/SIGHUP handlers
  *   cleanup.add('registry', () => stop());     // run last-in first-out by cleanup.run()
  *   try { ... } finally { await cleanup.run(); }
  *
@@ -75,7 +77,7 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
   }
 }
 
-type Step = { what: string; fn: () => unknown };
+type Step = { what: string; fn: () => unknown; sync?: () => void };
 
 export class Interrupted extends Error {
   constructor(readonly signal: NodeJS.Signals) {
@@ -83,14 +85,32 @@ export class Interrupted extends Error {
   }
 }
 
+/** Conventional exit statuses (128 + signal number) after a signal's cleanup. */
+const SIGNAL_EXIT: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+
 export class Cleanup {
   private readonly steps: Step[] = [];
   private running: Promise<void> | undefined;
   private signalled: NodeJS.Signals | undefined;
   private readonly onSignal = (signal: NodeJS.Signals) => {
     this.signalled = signal;
-    process.stderr.write(`\n${signal}: cleaning up…\n`);
-    void this.run().finally(() => process.exit(130));
+    this.log(`${signal}: cleaning up…`);
+    const code = SIGNAL_EXIT[signal] ?? 130;
+    const force = setTimeout(() => process.exit(code), 30_000);
+    void this.run().finally(() => {
+      clearTimeout(force);
+      process.exit(code);
+    });
+  };
+  /** Last resort at process exit (synchronous): the fallbacks of steps that never ran. */
+  private readonly onExit = () => {
+    for (const step of [...this.steps].reverse()) {
+      try {
+        step.sync?.();
+      } catch {
+        // best effort
+      }
+    }
   };
 
   constructor(
@@ -101,6 +121,7 @@ export class Cleanup {
       process.once('SIGINT', this.onSignal);
       process.once('SIGTERM', this.onSignal);
       process.once('SIGHUP', this.onSignal);
+      process.once('exit', this.onExit);
     }
   }
 
@@ -114,8 +135,24 @@ export class Cleanup {
     if (this.signalled) throw new Interrupted(this.signalled);
   }
 
-  add(what: string, fn: () => unknown): void {
-    this.steps.push({ what, fn });
+  /**
+   * Registers a step (`sync`: its synchronous fallback should the process exit before it ran).
+   * The handle's `run()` runs it now (once), `forget()` drops it unrun.
+   */
+  add(what: string, fn: () => unknown, sync?: () => void): { run(): Promise<void>; forget(): boolean } {
+    const step: Step = { what, fn, sync };
+    this.steps.push(step);
+    const forget = () => {
+      const i = this.steps.indexOf(step);
+      if (i >= 0) this.steps.splice(i, 1);
+      return i >= 0;
+    };
+    return {
+      run: async () => {
+        if (forget()) await step.fn();
+      },
+      forget,
+    };
   }
 
   /** tap's `t.teardown`, for helpers written for tests. */
@@ -137,7 +174,24 @@ export class Cleanup {
       process.off('SIGINT', this.onSignal);
       process.off('SIGTERM', this.onSignal);
       process.off('SIGHUP', this.onSignal);
+      process.off('exit', this.onExit);
     })().finally(() => (this.running = undefined));
     return this.running;
   }
+}
+
+/** Whether process `pid` exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits up to `ms` for process `pid` to exit; resolves with whether it did. */
+export async function waitExit(pid: number, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (!alive(pid)) return true;
+  return !alive(pid);
 }

@@ -1,140 +1,32 @@
 /**
  * Processes and system state for the benches: `cvmfs-ts serve` and `cvmfs-ts mount` each in their
- * own process (as in production; the bench process never serves a mount it reads), a cleanup list
- * run on success, failure and signals, the page-cache drop, and per-process CPU accounting.
+ * own process (as in production; the bench process never serves a mount it reads), registered on a
+ * Cleanup (./proc), the page-cache drop, and per-process CPU accounting.
  *
  * Nothing here touches a FUSE mountpoint with a synchronous call: mount state comes from
  * /proc/self/mountinfo, the daemon's PID from an (async) xattr read.
  */
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { getAttribute } from '@napi-rs/xattr';
+import { alive, run, sleep, waitExit, type Cleanup, type RunOutput } from './proc';
 
 export const ROOT = resolve(__dirname, '../..');
 export const BIN = join(ROOT, 'bin', 'cvmfs-ts');
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** bin/cvmfs-ts runs dist/: fail early with the fix when it was not built. */
 export function assertBuilt(): void {
   if (!existsSync(join(ROOT, 'dist', 'cli', 'main.js'))) throw new Error(`${join(ROOT, 'dist')} is missing: run \`npm run build\` first`);
 }
 
-export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `cvmfs-ts ARGS` in its own process; throws with its stderr unless it exits 0. */
-export function cvmfsTs(args: string[], o: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 600_000);
-    child.on('error', fail);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) done({ code, stdout, stderr });
-      else fail(new Error(`cvmfs-ts ${args[0]} exited with ${code}: ${stderr.trim() || stdout.trim()}`));
-    });
-  });
-}
-
-export function run(cmd: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
-  return new Promise((done, fail) =>
-    execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? fail(new Error(`${cmd} ${args.join(' ')}: ${stderr || err.message}`)) : done({ stdout, stderr }))),
-  );
-}
-
-interface CleanupTask {
-  name: string;
-  run: () => Promise<void>;
-  /** Last resort from the 'exit' event (synchronous), if `run` never ran. */
-  sync?: () => void;
-}
-
-/**
- * Things to undo, newest first: on normal completion, on failure (try/finally) and on
- * SIGINT/SIGTERM/SIGHUP; what is left at process exit gets its synchronous fallback.
- */
-export class Cleanup {
-  private tasks: CleanupTask[] = [];
-  private running: Promise<void> | undefined;
-
-  constructor(private readonly log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)) {}
-
-  /** Registers a task: `run()` runs it now (once), `forget()` drops it unrun. */
-  add(name: string, run: () => Promise<void>, sync?: () => void): { run(): Promise<void>; forget(): boolean } {
-    const task: CleanupTask = { name, run, sync };
-    this.tasks.push(task);
-    const forget = () => {
-      const i = this.tasks.indexOf(task);
-      if (i >= 0) this.tasks.splice(i, 1);
-      return i >= 0;
-    };
-    return { run: async () => (forget() ? task.run() : undefined), forget };
-  }
-
-  runAll(): Promise<void> {
-    this.running ??= (async () => {
-      while (this.tasks.length > 0) {
-        const task = this.tasks.pop()!;
-        try {
-          await task.run();
-        } catch (e) {
-          this.log(`cleanup ${task.name}: ${(e as Error).message}`);
-        }
-      }
-    })();
-    return this.running;
-  }
-
-  installSignalHandlers(): void {
-    for (const [signal, code] of [
-      ['SIGINT', 130],
-      ['SIGTERM', 143],
-      ['SIGHUP', 129],
-    ] as const) {
-      process.once(signal, () => {
-        this.log(`${signal}: cleaning up`);
-        const force = setTimeout(() => process.exit(code), 30_000);
-        void this.runAll().finally(() => {
-          clearTimeout(force);
-          process.exit(code);
-        });
-      });
-    }
-    process.once('exit', () => {
-      for (const task of this.tasks.reverse()) {
-        try {
-          task.sync?.();
-        } catch {
-          // best effort
-        }
-      }
-    });
-  }
-}
-
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitExit(pid: number, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (!alive(pid)) return true;
-  return !alive(pid);
+export async function cvmfsTs(args: string[], o: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunOutput> {
+  const r = await run([process.execPath, BIN, ...args], { env: o.env, timeoutMs: o.timeoutMs ?? 600_000, allowFail: true });
+  if (r.code !== 0) throw new Error(`cvmfs-ts ${args[0]} exited with ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+  return r;
 }
 
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
@@ -228,7 +120,7 @@ export async function rssMb(pid: number): Promise<number> {
 /** `sync; echo 3 > /proc/sys/vm/drop_caches`: page cache, dentries and inodes. Returns seconds taken. */
 export async function dropCaches(): Promise<number> {
   const t0 = Date.now();
-  await run('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
+  await run(['sh', '-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
   return (Date.now() - t0) / 1000;
 }
 
@@ -364,7 +256,7 @@ export async function mountRepository(
   let pid = 0;
   const lazyUnmount = () => void spawnSync('fusermount', ['-uz', mountpoint], { stdio: 'ignore' });
   const teardown = async (gently: boolean) => {
-    if (gently && (await isMounted(mountpoint))) await run('umount', [mountpoint]).catch(() => undefined);
+    if (gently && (await isMounted(mountpoint))) await run(['umount', mountpoint]).catch(() => undefined);
     if (pid && !(await waitExit(pid, gently ? 10_000 : 0))) {
       process.kill(pid, 'SIGTERM'); // the daemon unmounts and exits
       if (!(await waitExit(pid, 5000))) process.kill(pid, 'SIGKILL');
