@@ -197,6 +197,8 @@ export class Fetcher {
     } else {
       // Catalogs and other metadata objects are no prefetch's business: only file content counts.
       if (reader && (req.suffix === '' || req.suffix === 'P')) this.background.readerMiss(undefined);
+      // Not in the cache: a background download of it noted as unread was evicted, and can no longer be a hit.
+      if (reader) this.background.forget(key);
       const created: Flight = { promise: Promise.resolve(''), controller: new AbortController(), waiters: 0, settled: false, priority, readerJoined: reader };
       created.promise = this.lead(req, created);
       flight = created;
