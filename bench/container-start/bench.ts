@@ -26,6 +26,17 @@ export interface BenchRecord {
   readonly mount_s?: number;
   /** Median seconds from the start of the clock to the end of each marked phase (e.g. pull). */
   readonly phases_s?: Record<string, number>;
+  /**
+   * Modes with an afterRun (thin-cold, thin-cold-plain): the daemon's `prefetch status` after each
+   * run, once its background downloads settled — median over the runs of each figure (prefetch_bytes:
+   * bytes the profile prefetch downloaded; prefetch_unread_bytes: of those, never read (wasted);
+   * prefetch_hits; prefetch_late: readers that joined a prefetch still downloading;
+   * reader_misses_uncovered: reader downloads no prefetch covered; readahead_*; settle_s: seconds the
+   * prefetch still ran after the clock; bytes_after_clock: bytes over the link meanwhile).
+   */
+  readonly prefetch?: Record<string, number>;
+  /** The same figures per run. */
+  readonly prefetch_runs?: Record<string, number>[];
   readonly image_compressed_bytes: number;
   readonly image_unpacked_bytes: number;
   readonly rate_mbit: number;
@@ -50,6 +61,7 @@ interface RunSample {
   cvmfs: number;
   extra: Record<string, number>;
   phases: Record<string, number>;
+  after?: Record<string, number>;
 }
 
 function diff(a: Snapshot, b: Snapshot) {
@@ -58,6 +70,17 @@ function diff(a: Snapshot, b: Snapshot) {
     registry: b.requests.registry - a.requests.registry,
     cvmfs: b.requests.cvmfs - a.requests.cvmfs,
   };
+}
+
+/** One line of prefetch figures for the log. */
+export function describePrefetch(p: Record<string, number>): string {
+  const mb = (b: number | undefined) => `${((b ?? 0) / 1e6).toFixed(2)} MB`;
+  if (!p.prefetch_enabled && !p.readahead_downloads) return `prefetch off, ${p.reader_misses_uncovered ?? 0} uncovered`;
+  return (
+    `prefetch ${mb(p.prefetch_bytes)} (${p.profile_objects_done ?? 0}/${p.profile_objects ?? 0} objects, ${p.profile_objects_done_at_clock ?? 0} at the clock), ` +
+    `unread ${mb(p.prefetch_unread_bytes)}, ${p.prefetch_hits ?? 0} hits, ${p.prefetch_late ?? 0} late, ${p.reader_misses_uncovered ?? 0} uncovered; ` +
+    `readahead ${mb(p.readahead_bytes)} (unread ${mb(p.readahead_unread_bytes)}); settled ${(p.settle_s ?? 0).toFixed(1)} s after the clock, +${mb(p.bytes_after_clock)}`
+  );
 }
 
 export interface BenchOptions {
@@ -100,12 +123,19 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
               const seenAt = await mode.measure(ctx, i);
               // Access logs are written when a response completes; give the last line a moment.
               await sleep(200);
-              const d = diff(before, await o.env.snapshot());
-              samples.push({ seconds: (seenAt - t0) / 1000, ...d, extra, phases });
+              const atClock = await o.env.snapshot();
+              const d = diff(before, atClock);
+              let after: Record<string, number> | undefined;
+              if (mode.afterRun) {
+                after = { ...((await mode.afterRun(ctx, i)) ?? {}) };
+                after.bytes_after_clock = diff(atClock, await o.env.snapshot()).bytes;
+              }
+              samples.push({ seconds: (seenAt - t0) / 1000, ...d, extra, phases, after });
               const shown = Object.entries({ ...extra, ...phases }).map(([k, v]) => `${k} ${v.toFixed(2)} s`);
               o.log(
                 `  ${image.name} ${mode.name} #${i + 1}: ${((seenAt - t0) / 1000).toFixed(3)} s, ${(d.bytes / 1e6).toFixed(2)} MB, ${d.registry}+${d.cvmfs} requests` +
-                  (shown.length ? ` (${shown.join(', ')})` : ''),
+                  (shown.length ? ` (${shown.join(', ')})` : '') +
+                  (after ? `; ${describePrefetch(after)}` : ''),
               );
               break;
             } catch (e) {
@@ -129,6 +159,9 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
       const mountMedian = extraKeys.has('mount_s') ? median(samples.map((s) => s.extra.mount_s ?? 0)) : null;
       const phaseNames = [...new Set(samples.flatMap((s) => Object.keys(s.phases)))];
       const phasesMedian = Object.fromEntries(phaseNames.map((n) => [n, round(median(samples.map((s) => s.phases[n] ?? 0))!)]));
+      const afters = samples.flatMap((s) => (s.after ? [s.after] : []));
+      const afterKeys = [...new Set(afters.flatMap((a) => Object.keys(a)))];
+      const prefetch = Object.fromEntries(afterKeys.map((k) => [k, round(median(afters.map((a) => a[k] ?? 0))!)]));
       const record: BenchRecord = {
         image: image.name,
         mode: mode.name,
@@ -144,6 +177,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
         requests_cvmfs: median(samples.map((s) => s.cvmfs)),
         ...(mountMedian !== null ? { mount_s: round(mountMedian) } : {}),
         ...(phaseNames.length ? { phases_s: phasesMedian } : {}),
+        ...(afters.length ? { prefetch, prefetch_runs: afters } : {}),
         image_compressed_bytes: image.compressedBytes,
         image_unpacked_bytes: image.unpackedBytes,
         rate_mbit: o.env.o.rateMbit,

@@ -10,8 +10,9 @@
  *   root namespace:    containerd + the cvmfs-ts snapshotter (test/helpers/containerd.ts); they
  *                      only use unix sockets and the mount table.
  *
- * The repository (all images ingested with `cvmfs-ts image ingest`), its keys and the registry's
- * storage are cached under `cacheDir` and reused while the images do not change.
+ * The repository (all images ingested with `cvmfs-ts image ingest`, plus each image's access
+ * profile recorded with `cvmfs-ts thin record`), its keys and the registry's storage are cached
+ * under `cacheDir` and reused while the images do not change.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
@@ -22,6 +23,8 @@ import { getAttribute } from '@napi-rs/xattr';
 import type { Test } from 'tap';
 import { startContainerd, PROXY_NAME, mountsUnder, type ContainerdEnv } from '../../test/helpers/containerd';
 import { createKeys, keyFiles } from '../../src/publish/keys';
+import { parseThinJson, type ThinImage } from '../../src/image/thin-json';
+import { sendTalkThroughMount } from '../../src/thin/warm-up';
 import { countAccessLines, startDaemon, type Daemon } from '../lib/daemon';
 import { delayProxyArgv } from '../lib/delay-proxy';
 import { createLink, removeLinkByPrefix, type EmulatedLink, type LinkCounters } from '../lib/netns';
@@ -60,6 +63,53 @@ export interface EnvironmentOptions {
   readonly prefix: string;
   readonly subnet: string;
   readonly log: (line: string) => void;
+  /**
+   * Containers wanted (default true): push the images to the registry and start containerd. The
+   * latency step alone (latency.ts) needs neither.
+   */
+  readonly containers?: boolean;
+  /** Recording window of `thin record` (the task is killed when it ends; default 90 s). */
+  readonly profileSeconds?: number;
+}
+
+/**
+ * Client parameters of a mount (`cvmfs-ts mount -o NAME=VALUE,…`); {} = the configuration's
+ * defaults. PLAIN_CLIENT turns off the four cold-start features of issue 8.
+ */
+export type MountParameters = Readonly<Record<string, string>>;
+export const PLAIN_CLIENT: MountParameters = {
+  CVMFS_TS_PARALLEL_DOWNLOADS: '1',
+  CVMFS_TS_READAHEAD_CHUNKS: '0',
+  CVMFS_TS_PREFETCH: 'no',
+  CVMFS_TS_CATALOG_PREFETCH: 'no',
+};
+
+/** What `thin record` stored for an image (the marker in CACHE/thin/NAME/profile.json). */
+export interface ProfileInfo {
+  readonly format: number;
+  readonly manifestDigest: string;
+  /** Repository path of the profile (thin.json's `profile`). */
+  readonly path: string;
+  readonly objects: number;
+  readonly bytes: number;
+  readonly seconds: number;
+  readonly exit: string;
+  readonly revision: number;
+  readonly recordSeconds: number;
+}
+
+/**
+ * Bump to record every profile again (e.g. when `thin record` changes what it notes). 2: the task
+ * runs with the image config's Env (LANG=C.UTF-8 makes even `echo` read locale files).
+ */
+const PROFILE_FORMAT = 2;
+
+/** The image config's Env (what the container's task gets), from the OCI layout. */
+async function imageEnv(image: BenchImage): Promise<string[]> {
+  const blob = (digest: string) => join(image.layout, 'blobs', ...digest.split(':'));
+  const manifest = JSON.parse(await readFile(blob(image.manifestDigest), 'utf8')) as { config: { digest: string } };
+  const config = JSON.parse(await readFile(blob(manifest.config.digest), 'utf8')) as { config?: { Env?: string[] } };
+  return config.config?.Env ?? [];
 }
 
 export interface RequestCounts {
@@ -81,17 +131,45 @@ export interface RunUntil {
 
 export class Environment {
   private mountPid = 0;
+  private mountParams: MountParameters = {};
   private constructor(
     readonly o: EnvironmentOptions,
     readonly link: EmulatedLink,
-    readonly containerd: ContainerdEnv,
+    private readonly containerdEnv: ContainerdEnv | undefined,
     private readonly registry: Daemon,
     private readonly serve: Daemon,
     private readonly proxy: Daemon,
     readonly configRoot: string,
     readonly cacheBase: string,
     readonly cvmfsRoot: string,
+    /** Access profiles per image name (recorded or found in the cache). */
+    readonly profiles: ReadonlyMap<string, ProfileInfo>,
   ) {}
+
+  /** The image's thin.json as ingested (with its `profile` field). */
+  thinJsonPath(image: BenchImage): string {
+    return join(this.o.cacheDir, 'thin', image.name, 'thin.json');
+  }
+
+  async thinImage(image: BenchImage): Promise<ThinImage> {
+    return parseThinJson(await readFile(this.thinJsonPath(image), 'utf8'));
+  }
+
+  /** Sends a command to the mounted repository's daemon (control socket from user.talk_socket). */
+  talk(command: string): Promise<string> {
+    return sendTalkThroughMount(this.mountpoint, command);
+  }
+
+  /** `prefetch status` of the mounted repository as numbers (`yes`/`no` → 1/0, empty → omitted). */
+  async prefetchStatus(): Promise<Record<string, number>> {
+    return parseStatus(await this.talk('prefetch status'));
+  }
+
+  /** containerd with our snapshotter (not there with `containers: false`). */
+  get containerd(): ContainerdEnv {
+    if (!this.containerdEnv) throw new Error('this environment runs no containerd (containers: false)');
+    return this.containerdEnv;
+  }
 
   get namespace(): string {
     return this.containerd.namespace;
@@ -209,13 +287,36 @@ export class Environment {
     return mountsUnder(this.cvmfsRoot).includes(this.mountpoint);
   }
 
-  /** `cvmfs-ts mount` in the client namespace; resolves with the seconds it took. */
-  async mountRepository(): Promise<number> {
+  /** Mounted, and with these parameters (default: none, i.e. the configuration's defaults). */
+  isMountedWith(params: MountParameters = {}): boolean {
+    return this.isMounted() && sameParameters(this.mountParams, params);
+  }
+
+  /**
+   * `cvmfs-ts mount` in the client namespace, with `params` overriding the configuration (`-o`);
+   * resolves with the seconds it took.
+   */
+  async mountRepository(params: MountParameters = {}): Promise<number> {
     await mkdir(this.mountpoint, { recursive: true });
+    const o = Object.entries(params).map(([k, v]) => `${k}=${v}`);
     const t0 = performance.now();
-    await run([...this.link.enter('client'), process.execPath, BIN, 'mount', FQRN, this.mountpoint, '--config-root', this.configRoot, '--log', join(this.o.workDir, 'mount.log')], {
-      timeoutMs: 120_000,
-    });
+    await run(
+      [
+        ...this.link.enter('client'),
+        process.execPath,
+        BIN,
+        'mount',
+        FQRN,
+        this.mountpoint,
+        '--config-root',
+        this.configRoot,
+        '--log',
+        join(this.o.workDir, 'mount.log'),
+        ...(o.length ? ['-o', o.join(',')] : []),
+      ],
+      { timeoutMs: 120_000 },
+    );
+    this.mountParams = { ...params };
     const seconds = (performance.now() - t0) / 1000;
     const pid = await getAttribute(this.mountpoint, 'user.pid').catch(() => null);
     this.mountPid = Number(pid?.toString()) || 0;
@@ -257,6 +358,7 @@ export class Environment {
     await mkdir(o.workDir, { recursive: true });
     const repoDir = join(o.cacheDir, 'repo');
     const keysDir = join(o.cacheDir, 'keys');
+    const containers = o.containers ?? true;
     await ingestAll(o, repoDir, keysDir);
 
     log(`link: ${o.rateMbit} Mbit/s, ${o.rttMs} ms RTT (namespaces ${o.prefix}-server, ${o.prefix}-client)`);
@@ -314,7 +416,7 @@ export class Environment {
     );
 
     // Registry content, pushed inside the server namespace (not over the link).
-    for (const image of o.images) {
+    for (const image of containers ? o.images : []) {
       const copy = (from: string, to: string) =>
         run([...server, 'skopeo', '--insecure-policy', 'copy', '--quiet', '--dest-tls-verify=false', from, `docker://127.0.0.1:${regPort}/bench/${image.name}:${to}`], { timeoutMs: 600_000 });
       await copy(`oci:${image.layout}:${image.tag}`, 'latest');
@@ -338,6 +440,11 @@ export class Environment {
       for (const mp of mountsUnder(cvmfsRoot)) await run(['umount', '-l', mp], { allowFail: true });
     });
 
+    const profiles = new Map<string, ProfileInfo>();
+    const env0 = (c: ContainerdEnv | undefined) => new Environment(o, link, c, registry, serve, proxy, configRoot, cacheBase, cvmfsRoot, profiles);
+    await recordProfiles(env0(undefined), repoDir, keysDir, profiles);
+    if (!containers) return env0(undefined);
+
     // containerd keeps its state in a temporary directory of the helper: put it on our disk.
     const tmp = process.env.TMPDIR;
     process.env.TMPDIR = o.workDir;
@@ -350,7 +457,7 @@ export class Environment {
       else process.env.TMPDIR = tmp;
     }
     log(`containerd at ${containerd.address}, namespace ${containerd.namespace}, snapshotter ${PROXY_NAME}`);
-    return new Environment(o, link, containerd, registry, serve, proxy, configRoot, cacheBase, cvmfsRoot);
+    return env0(containerd);
   }
 }
 
@@ -422,7 +529,12 @@ async function ingestAll(o: EnvironmentOptions, repoDir: string, keysDir: string
     const out = join(o.cacheDir, 'thin', image.name);
     const stamp = join(out, 'source-manifest');
     const current = await readFile(stamp, 'utf8').catch(() => '');
-    if (current.trim() === image.manifestDigest && existsSync(join(repoDir, '.cvmfspublished'))) continue;
+    // A thin.json from before access profiles (no `profile` field) is ingested again.
+    const hasProfileField = await readFile(join(out, 'thin.json'), 'utf8').then(
+      (t) => (JSON.parse(t) as { profile?: unknown }).profile !== undefined,
+      () => false,
+    );
+    if (current.trim() === image.manifestDigest && hasProfileField && existsSync(join(repoDir, '.cvmfspublished'))) continue;
     const started = performance.now();
     await rm(out, { recursive: true, force: true });
     await mkdir(out, { recursive: true });
@@ -434,4 +546,112 @@ async function ingestAll(o: EnvironmentOptions, repoDir: string, keysDir: string
     await writeFile(stamp, `${image.manifestDigest}\n`);
     o.log(`ingested ${image.name} into ${repoDir} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
   }
+}
+
+/**
+ * `cvmfs-ts thin record` of every image whose profile the repository does not hold yet (marker
+ * CACHE/thin/NAME/profile.json: manifest digest + PROFILE_FORMAT): the repository is mounted in the
+ * client namespace with a cold cache and without profile prefetch, the image's task runs chrooted
+ * in its thin mount (`thin record` in the client namespace: nsenter --net only, so the mount is the
+ * one everybody sees), and the profile is published into the bench repository where thin.json names
+ * it. The serve daemon serves the repository directory, so later mounts see the new revision.
+ */
+async function recordProfiles(env: Environment, repoDir: string, keysDir: string, into: Map<string, ProfileInfo>): Promise<void> {
+  const { o } = env;
+  const seconds = o.profileSeconds ?? 90;
+  for (const image of o.images) {
+    const marker = join(o.cacheDir, 'thin', image.name, 'profile.json');
+    const known = await readFile(marker, 'utf8').then(
+      (t) => JSON.parse(t) as ProfileInfo,
+      () => undefined,
+    );
+    const thin = await env.thinImage(image);
+    if (!thin.profile) throw new Error(`${env.thinJsonPath(image)} names no profile: ingest it again`);
+    if (known && known.format === PROFILE_FORMAT && known.manifestDigest === image.manifestDigest && known.path === thin.profile.path) {
+      into.set(image.name, known);
+      o.log(`profile of ${image.name}: ${known.objects} objects, ${(known.bytes / 1e6).toFixed(2)} MB (recorded before, revision ${known.revision})`);
+      continue;
+    }
+    const started = performance.now();
+    await env.unmountRepository();
+    await env.wipeCache();
+    // No prefetch of an older profile while recording (the recorder notes readers' requests only,
+    // but an empty cache keeps the timing of the recorded run honest).
+    await env.mountRepository({ CVMFS_TS_PREFETCH: 'no' });
+    const taskEnv = await imageEnv(image);
+    let r: RunOutput;
+    try {
+      r = await run(
+        [
+          ...env.link.enter('client'),
+          process.execPath,
+          BIN,
+          'thin',
+          'record',
+          env.thinJsonPath(image),
+          '--cvmfs-root',
+          env.cvmfsRoot,
+          '--config-root',
+          env.configRoot,
+          '--state',
+          join(o.workDir, 'thin-record'),
+          '--repo',
+          repoDir,
+          '--fqrn',
+          FQRN,
+          '--keys',
+          keysDir,
+          '--seconds',
+          String(seconds),
+          ...taskEnv.flatMap((e) => ['--env', e]),
+          '--',
+          ...image.command,
+        ],
+        { timeoutMs: (seconds + 300) * 1000 },
+      );
+    } finally {
+      await env.unmountRepository();
+      await env.wipeCache();
+    }
+    const rec = /recorded (\d+) objects \((\d+) bytes\) in \d+ s window; command ended: ([^;\n]+)/.exec(r.stdout);
+    const pub = /in revision (\d+)/.exec(r.stdout);
+    if (!rec || !pub) throw new Error(`thin record of ${image.name}: unexpected output:\n${r.stdout}${r.stderr}`);
+    const info: ProfileInfo = {
+      format: PROFILE_FORMAT,
+      manifestDigest: image.manifestDigest,
+      path: thin.profile.path,
+      objects: Number(rec[1]),
+      bytes: Number(rec[2]),
+      seconds,
+      exit: rec[3]!.trim(),
+      revision: Number(pub[1]),
+      recordSeconds: Math.round((performance.now() - started) / 100) / 10,
+    };
+    if (!r.stdout.includes(image.expect)) o.log(`  warning: the recorded task of ${image.name} did not print ${JSON.stringify(image.expect)} (ended: ${info.exit})`);
+    await writeFile(marker, `${JSON.stringify(info, null, 2)}\n`);
+    into.set(image.name, info);
+    o.log(
+      `profile of ${image.name}: ${info.objects} objects, ${(info.bytes / 1e6).toFixed(2)} MB, task ended ${info.exit}, ` +
+        `published in revision ${info.revision} (${info.recordSeconds} s)`,
+    );
+  }
+}
+
+function sameParameters(a: MountParameters, b: MountParameters): boolean {
+  const ka = Object.keys(a).sort();
+  const kb = Object.keys(b).sort();
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k]);
+}
+
+/** `name value` lines → numbers; `yes`/`no` → 1/0; empty or other text left out. */
+export function parseStatus(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^(\w+) (.*)$/.exec(line.trim());
+    if (!m) continue;
+    const v = m[2]!.trim();
+    if (v === 'yes' || v === 'no') out[m[1]!] = v === 'yes' ? 1 : 0;
+    else if (v !== '' && Number.isFinite(Number(v))) out[m[1]!] = Number(v);
+  }
+  return out;
 }

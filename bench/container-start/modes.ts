@@ -2,10 +2,13 @@
  * How a container is started, one strategy per mode. The harness (bench.ts) calls, per image:
  * `setup` once, then for every run `prepare` (not timed), starts the clock, `measure` (resolves with
  * the moment the task's expected output appeared, after the container has exited), and once at the
- * end `teardown`. A new mode (e.g. a later `thin-cold-plain`) is one more object in MODES.
+ * end `teardown`; `afterRun`, when there, right after each run (outside the clock: its numbers are
+ * recorded with the run). A new mode is one more object in MODES.
  */
+import { performance } from 'node:perf_hooks';
 import { PROXY_NAME } from '../../test/helpers/containerd';
-import type { BenchImage, Environment } from './environment';
+import { sleep } from '../lib/proc';
+import { PLAIN_CLIENT, type BenchImage, type Environment, type MountParameters } from './environment';
 
 export interface ModeContext {
   readonly env: Environment;
@@ -26,6 +29,8 @@ export interface Mode {
   prepare?(ctx: ModeContext, run: number): Promise<Record<string, number> | void>;
   /** The timed part; resolves with performance.now() of the expected output, once the container is gone. */
   measure(ctx: ModeContext, run: number): Promise<number>;
+  /** After each run, outside the clock: figures kept with the run (e.g. the daemon's prefetch status). */
+  afterRun?(ctx: ModeContext, run: number): Promise<Record<string, number> | void>;
   teardown?(ctx: ModeContext): Promise<void>;
 }
 
@@ -42,8 +47,30 @@ async function ensureThinImage(ctx: ModeContext): Promise<void> {
   if (!(await ctx.env.hasImage(ctx.env.thinRef(ctx.image)))) await ctx.env.pull(ctx.env.thinRef(ctx.image), PROXY_NAME);
 }
 
+/** Mounted with the default client parameters (a thin-cold-plain mount does not count). */
 async function ensureMounted(ctx: ModeContext): Promise<void> {
-  if (!ctx.env.isMounted()) await ctx.env.mountRepository();
+  if (ctx.env.isMountedWith({})) return;
+  await ctx.env.unmountRepository();
+  await ctx.env.mountRepository();
+}
+
+/** How long afterRun waits for a profile prefetch still running when the task is done. */
+const PREFETCH_SETTLE_MS = 30_000;
+
+/**
+ * The daemon's `prefetch status` once the background downloads have settled (the profile's
+ * prefetch may outlive the task; what it fetches then is counted too), plus `settle_s`, the seconds
+ * that took after the end of the clock, and `profile_objects_done_at_clock`.
+ */
+async function prefetchFigures(ctx: ModeContext): Promise<Record<string, number>> {
+  const t0 = performance.now();
+  const atClock = await ctx.env.prefetchStatus();
+  let s = atClock;
+  while ((s.profiles_running ?? 0) + (s.downloads_running ?? 0) + (s.downloads_queued ?? 0) > 0 && performance.now() - t0 < PREFETCH_SETTLE_MS) {
+    await sleep(200);
+    s = await ctx.env.prefetchStatus();
+  }
+  return { ...s, profile_objects_done_at_clock: atClock.profile_objects_done ?? 0, settle_s: Math.round(performance.now() - t0) / 1000 };
 }
 
 export const fullPull: Mode = {
@@ -83,25 +110,42 @@ export const local: Mode = {
   },
 };
 
-export const thinCold: Mode = {
-  name: 'thin-cold',
-  description:
-    'clock: `ctr images pull` of the thin image into the cvmfs-ts snapshotter + `ctr run` over the repository; before each run: thin image removed, repository unmounted, client cache emptied, repository mounted again (outside the clock, see mount_s), page cache dropped',
-  async prepare(ctx) {
-    await ctx.env.removeImage(ctx.env.thinRef(ctx.image));
-    await ctx.env.unmountRepository();
-    await ctx.env.wipeCache();
-    const mount_s = await ctx.env.mountRepository();
-    await ctx.env.dropCaches();
-    return { mount_s };
-  },
-  async measure(ctx, run) {
-    const ref = ctx.env.thinRef(ctx.image);
-    await ctx.env.pull(ref, PROXY_NAME);
-    ctx.phase('pull');
-    return runTask(ctx, ref, ctx.id(run), PROXY_NAME);
-  },
-};
+/** A cold thin start; the repository mounted with `params` (see PLAIN_CLIENT). */
+function thinColdMode(name: string, params: MountParameters, what: string): Mode {
+  return {
+    name,
+    description:
+      'clock: `ctr images pull` of the thin image into the cvmfs-ts snapshotter + `ctr run` over the repository; before each run: thin image removed, repository unmounted, client cache emptied, ' +
+      `repository mounted again ${what} (outside the clock, see mount_s), page cache dropped; after each run the daemon's \`prefetch status\` is read once the background downloads have settled`,
+    async prepare(ctx) {
+      await ctx.env.removeImage(ctx.env.thinRef(ctx.image));
+      await ctx.env.unmountRepository();
+      await ctx.env.wipeCache();
+      const mount_s = await ctx.env.mountRepository(params);
+      await ctx.env.dropCaches();
+      return { mount_s };
+    },
+    async measure(ctx, run) {
+      const ref = ctx.env.thinRef(ctx.image);
+      await ctx.env.pull(ref, PROXY_NAME);
+      ctx.phase('pull');
+      return runTask(ctx, ref, ctx.id(run), PROXY_NAME);
+    },
+    afterRun: prefetchFigures,
+  };
+}
+
+/** thin-cold with parallel downloads, chunk readahead, profile and catalog prefetch all off. */
+export const thinColdPlain: Mode = thinColdMode(
+  'thin-cold-plain',
+  PLAIN_CLIENT,
+  `with ${Object.entries(PLAIN_CLIENT)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ')} (one download at a time, no readahead, no profile or catalog prefetch: the client before issue 8)`,
+);
+
+/** The client's defaults: parallel downloads, chunk readahead, profile and catalog prefetch. */
+export const thinCold: Mode = thinColdMode('thin-cold', {}, "with the client's defaults (parallel downloads, chunk readahead, profile and catalog prefetch at the snapshotter's Prepare)");
 
 export const thinWarm: Mode = {
   name: 'thin-warm',
@@ -139,7 +183,7 @@ export const thinHot: Mode = {
 };
 
 /** Every mode, in the order they run for each image (full-pull leaves the image that local uses). */
-export const MODES: readonly Mode[] = [fullPull, local, thinCold, thinWarm, thinHot];
+export const MODES: readonly Mode[] = [fullPull, local, thinColdPlain, thinCold, thinWarm, thinHot];
 
 export function selectModes(names: readonly string[] | undefined): Mode[] {
   if (!names || names.length === 0) return [...MODES];

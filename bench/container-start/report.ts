@@ -97,6 +97,32 @@ export function markdown(records: readonly BenchRecord[], meta: ReportMeta): str
     const notes = [...(r.phases_s?.pull !== undefined ? [`pull ${S(r.phases_s.pull)}`] : []), ...(r.mount_s !== undefined ? [`mount ${S(r.mount_s)} before`] : [])];
     lines.push(`| ${r.image} | ${r.mode}${notes.length ? ` (${notes.join('; ')})` : ''} | ${S(r.median_s)} | ${S(r.min_s)} | ${S(r.max_s)} | ${x} | ${MB(r.bytes_over_link)} | ${req}${err} |`);
   }
+  const withPrefetch = records.filter((r) => r.prefetch);
+  if (withPrefetch.length > 0) {
+    lines.push('');
+    lines.push('## Cold-start features (prefetch status)');
+    lines.push('');
+    lines.push(
+      "After each thin-cold / thin-cold-plain run the mount daemon's `prefetch status` is read once its background downloads have settled (the profile's prefetch may outlive the task); **medians over the runs**. " +
+        'Prefetch = the access profile the snapshotter asks for at Prepare; unread = bytes it downloaded that no reader asked for (wasted), as % of the prefetched bytes; late = reads that joined a prefetch download still under way; ' +
+        'uncovered = reader downloads no prefetch covered; after clock = how long the prefetch still ran after the task\'s output and what crossed the link meanwhile (not in "bytes over link" above).',
+    );
+    lines.push('');
+    lines.push('| image | mode | median | × plain | prefetched | unread (wasted) | hits | late | uncovered | readahead (unread) | after clock |');
+    lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const r of withPrefetch) {
+      const p = r.prefetch!;
+      const plain = find(records, r.image, 'thin-cold-plain');
+      const x = plain && r.median_s !== null && r.mode !== 'thin-cold-plain' ? `${(r.median_s / plain.median_s!).toFixed(2)}×` : '–';
+      const pb = p.prefetch_bytes ?? 0;
+      const wasted = pb > 0 ? `${MB(p.prefetch_unread_bytes)} (${(((p.prefetch_unread_bytes ?? 0) / pb) * 100).toFixed(1)}%)` : MB(p.prefetch_unread_bytes ?? 0);
+      const objects = p.profile_objects ? ` (${p.profile_objects_done ?? 0}/${p.profile_objects} objects)` : '';
+      const prefetched = p.prefetch_enabled === 0 ? 'off' : `${MB(pb)}${objects}`;
+      const ra = p.readahead_bytes ? `${MB(p.readahead_bytes)} (${MB(p.readahead_unread_bytes)})` : '–';
+      const after = `${S(p.settle_s ?? 0)}, ${MB(p.bytes_after_clock ?? 0)}`;
+      lines.push(`| ${r.image} | ${r.mode} | ${S(r.median_s)} | ${x} | ${prefetched} | ${wasted} | ${p.prefetch_hits ?? 0} | ${p.prefetch_late ?? 0} | ${p.reader_misses_uncovered ?? 0} | ${ra} | ${after} |`);
+    }
+  }
   lines.push('');
   lines.push('## Targets');
   lines.push('');

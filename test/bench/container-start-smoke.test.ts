@@ -75,6 +75,15 @@ t.test('every mode starts a container over the emulated link', { skip: why ?? fa
   t.ok(by('thin-cold').requests_cvmfs! > 0, 'a cold thin start fetches from the repository');
   t.ok(by('thin-cold').requests_registry! >= 3, 'a cold thin start pulls the thin image');
   t.ok(by('thin-cold').mount_s! > 0, 'the mount before the clock is recorded');
+  t.ok(by('thin-cold-plain').requests_cvmfs! > 0, 'a plain cold thin start fetches from the repository');
+  t.equal(by('thin-cold-plain').prefetch?.prefetch_enabled, 0, 'thin-cold-plain mounts with CVMFS_TS_PREFETCH=no');
+  t.equal(by('thin-cold-plain').prefetch?.catalog_prefetch_enabled, 0, 'thin-cold-plain mounts with CVMFS_TS_CATALOG_PREFETCH=no');
+  t.equal(by('thin-cold-plain').prefetch?.prefetch_bytes, 0, 'thin-cold-plain: nothing prefetched');
+  const cold = by('thin-cold').prefetch!;
+  t.equal(cold.prefetch_enabled, 1, 'thin-cold mounts with the defaults');
+  t.equal(cold.profiles_started, 1, "the snapshotter's Prepare asked for the image's profile");
+  t.ok(cold.profile_objects > 0 && cold.profile_objects_done === cold.profile_objects, 'the recorded profile names objects, all prefetched');
+  t.equal(by('thin-cold').prefetch_runs?.length, 1, 'prefetch figures per run');
   for (const mode of ['local', 'thin-warm', 'thin-hot']) t.equal(by(mode).requests_cvmfs, 0, `${mode}: no repository request`);
   t.equal(by('local').bytes_over_link! < 10_000, true, 'local: (next to) nothing over the link');
 
@@ -84,7 +93,9 @@ t.test('every mode starts a container over the emulated link', { skip: why ?? fa
     records.map((r) => [r.image, r.mode]),
     'JSON written',
   );
-  t.match(readFileSync(join(outDir, 'container-start.md'), 'utf8'), /\| busybox \| thin-hot \|/, 'Markdown table written');
+  const md = readFileSync(join(outDir, 'container-start.md'), 'utf8');
+  t.match(md, /\| busybox \| thin-hot \|/, 'Markdown table written');
+  t.match(md, /\| busybox \| thin-cold \|[^\n]*\(\d+\/\d+ objects\)/, 'prefetch table written');
   t.match(readFileSync(join(outDir, 'container-start.svg'), 'utf8'), /^<svg /, 'SVG chart written');
 
   t.same(mountsUnder(workDir), [], 'nothing mounted under the work directory');
