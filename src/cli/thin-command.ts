@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { CvmfsError } from '../errors';
 import { mountThin, unmountThin, type RepositoryMounter } from '../thin/thin-mount';
-import { loadThinImage } from '../thin/thin-source';
+import { loadThinImage, loadThinImageWithConfig } from '../thin/thin-source';
 import { mountInBackground } from './mount-command';
 import { publishAccessProfile, recordAccessProfile } from '../thin/record';
 import { serializeAccessProfile } from '../format/access-profile';
@@ -62,18 +62,20 @@ export interface ThinRecordCommandOptions {
 export async function runThinRecord(image: string, command: string[], o: ThinRecordCommandOptions, bin: string): Promise<void> {
   if (!o.output && !o.repo) throw new CvmfsError('E_USAGE', 'thin record: give --output FILE and/or --repo DIR (with --fqrn) to keep the profile');
   if (o.repo && !o.fqrn) throw new CvmfsError('E_USAGE', 'thin record: --repo needs --fqrn');
-  const thin = await loadThinImage(image);
+  const { thin, run } = await loadThinImageWithConfig(image);
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const { profile, exit, ignored } = await recordAccessProfile({
     image: thin,
     command,
     seconds: o.seconds,
-    env: o.env,
+    env: [...(run?.env ?? []), ...o.env],
+    workingDir: run?.workingDir,
     stateRoot: o.state,
     cvmfsRoot: o.cvmfsRoot,
     ensureMounted: cliRepositoryMounter(bin, o.configRoot ?? process.env.CVMFS_TS_CONFIG_ROOT),
     log,
   });
+  if (exit === 126 || exit === 127) log(`warning: the command could not be started in the image (exit ${exit}); the profile holds only what was read before`);
   const bytes = profile.objects.reduce((n, x) => n + x.size, 0);
   process.stdout.write(`recorded ${profile.objects.length} objects (${bytes} bytes) in ${o.seconds} s window; command ended: ${exit}${ignored ? `; ${ignored} objects outside the image left out` : ''}\n`);
   if (o.output) await writeFile(o.output, serializeAccessProfile(profile));

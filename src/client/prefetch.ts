@@ -11,6 +11,7 @@
  *
  * CVMFS_TS_PREFETCH=no / CVMFS_TS_CATALOG_PREFETCH=no turn the prefetch commands into no-ops that say so.
  */
+import { setMaxListeners } from 'node:events';
 import { parseAccessProfile, type ProfiledObject } from '../format/access-profile';
 import type { BackgroundLedger } from '../fetch/background-ledger';
 import type { DownloadSlots } from '../fetch/download-slots';
@@ -94,7 +95,10 @@ export class Prefetcher {
   private readonly runs: ProfileRun[] = [];
   private readonly controller = new AbortController();
 
-  constructor(private readonly p: PrefetchParts) {}
+  constructor(private readonly p: PrefetchParts) {
+    // Every queued prefetch listens to this one signal: thousands of listeners are expected.
+    setMaxListeners(0, this.controller.signal);
+  }
 
   /** `prefetch profile PATH`: starts fetching the profile's objects; answers once they are queued. */
   async profile(path: string): Promise<string> {

@@ -27,8 +27,10 @@ export interface RecordOptions {
   readonly command: readonly string[];
   /** Length of the recording window (the command is killed when it ends). */
   readonly seconds: number;
-  /** Extra environment of the command (NAME=value). */
+  /** Environment of the command (NAME=value): the image config's, then the caller's (later wins). */
   readonly env?: readonly string[];
+  /** Working directory in the image (the config's WorkingDir); default /. */
+  readonly workingDir?: string;
   readonly cvmfsRoot?: string;
   readonly stateRoot?: string;
   readonly ensureMounted: RepositoryMounter;
@@ -44,8 +46,20 @@ export interface RecordResult {
 }
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-/** Mounts /proc and /dev inside the private namespace, then becomes the command, chrooted. */
-const ENTER = 'set -e; mkdir -p "$1/proc" "$1/dev"; mount -t proc proc "$1/proc"; mount --rbind /dev "$1/dev"; root=$1; shift; exec chroot "$root" "$@"';
+/**
+ * Mounts /proc and /dev inside the private namespace, reads the image's /etc/passwd and /etc/group
+ * as a container runtime does before it starts the task (so they are in the profile), then becomes
+ * the command, chrooted, in the working directory ($2, through the image's /bin/sh when not /).
+ */
+const ENTER = [
+  // The environment is the image's; host tools are found with the host's PATH, which the command does not see.
+  'set -e; root=$1; dir=$2; shift 2; image_path=$PATH; PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; chroot=$(command -v chroot)',
+  'mkdir -p "$root/proc" "$root/dev"; mount -t proc proc "$root/proc"; mount --rbind /dev "$root/dev"',
+  'cat "$root/etc/passwd" "$root/etc/group" > /dev/null 2>&1 || true',
+  'PATH=$image_path',
+  'if [ "$dir" = / ]; then exec "$chroot" "$root" "$@"; fi',
+  'exec "$chroot" "$root" /bin/sh -c \'cd "$0" && exec "$@"\' "$dir" "$@"',
+].join('\n');
 
 export async function recordAccessProfile(o: RecordOptions): Promise<RecordResult> {
   if (o.command.length === 0) throw new CvmfsError('E_USAGE', 'thin record needs a command to run (after --)');
@@ -64,7 +78,7 @@ export async function recordAccessProfile(o: RecordOptions): Promise<RecordResul
     const talk = (repository: string, command: string) => sendTalkThroughMount(join(cvmfsRoot, repository), command);
     await Promise.all(repositories.map((r) => talk(r, 'record start')));
     const started = performance.now();
-    const exit = await runFor(target, o.command, o.env ?? [], o.seconds * 1000);
+    const exit = await runFor(target, o.workingDir || '/', o.command, o.env ?? [], o.seconds * 1000);
     log(`command ended (${exit}) after ${((performance.now() - started) / 1000).toFixed(2)} s`);
     const recorded = (await Promise.all(repositories.map(async (r) => JSON.parse(await talk(r, 'record stop')) as RecordedAccess[]))).flat();
     const prefixes = o.image.layers.map((l) => `/${l.path}/`);
@@ -85,9 +99,9 @@ export async function recordAccessProfile(o: RecordOptions): Promise<RecordResul
 }
 
 /** Runs the command chrooted into `root` for at most `ms`; its exit code, signal, or 'window'. */
-function runFor(root: string, command: readonly string[], env: readonly string[], ms: number): Promise<number | string> {
+function runFor(root: string, workingDir: string, command: readonly string[], env: readonly string[], ms: number): Promise<number | string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('unshare', ['--mount', '--propagation', 'private', '--fork', '--pid', '--', '/bin/sh', '-c', ENTER, 'enter', root, ...command], {
+    const child = spawn('/usr/bin/unshare', ['--mount', '--propagation', 'private', '--fork', '--pid', '--', '/bin/sh', '-c', ENTER, 'enter', root, workingDir, ...command], {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: { PATH: DEFAULT_PATH, HOME: '/root', ...Object.fromEntries(env.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])) },
       detached: true,

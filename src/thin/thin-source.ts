@@ -16,8 +16,30 @@ const TRANSPORT = /^(oci|oci-archive|docker-archive):|^docker:\/\//;
 /** thin.json is a few hundred bytes per layer; refuse anything absurd. */
 const MAX_THIN_JSON = 4 << 20;
 
+/** How the image's config says to run it (what `thin record` applies to its command). */
+export interface RunConfig {
+  readonly env: readonly string[];
+  readonly workingDir: string;
+}
+
+/** A thin image as `thin mount`/`thin record` take it: thin.json, plus the run config when the image carries one. */
+export interface LoadedThinImage {
+  readonly thin: ThinImage;
+  readonly run?: RunConfig;
+}
+
+function runConfigOf(configBytes: Buffer): RunConfig {
+  const doc = JSON.parse(configBytes.toString('utf8')) as { config?: { Env?: unknown; WorkingDir?: unknown } };
+  const env = Array.isArray(doc.config?.Env) ? doc.config.Env.filter((e): e is string => typeof e === 'string' && e.includes('=')) : [];
+  return { env, workingDir: typeof doc.config?.WorkingDir === 'string' ? doc.config.WorkingDir : '' };
+}
+
 /** thin.json out of a thin image: the layer marked as thin (ours), else the image's top layer. */
 export async function readThinJsonFromImage(reference: string, options: ImageSourceOptions = {}): Promise<ThinImage> {
+  return (await readThinImage(reference, options)).thin;
+}
+
+async function readThinImage(reference: string, options: ImageSourceOptions): Promise<LoadedThinImage> {
   const source = await openImageSource(reference, options);
   try {
     const image = await source.resolve();
@@ -31,7 +53,7 @@ export async function readThinJsonFromImage(reference: string, options: ImageSou
       const chunks: Buffer[] = [];
       for await (const c of entry.body()) chunks.push(c);
       stream.destroy();
-      return parseThinJson(Buffer.concat(chunks).toString('utf8'));
+      return { thin: parseThinJson(Buffer.concat(chunks).toString('utf8')), run: runConfigOf(image.config.bytes) };
     }
     throw new CvmfsError('E_FORMAT', `${reference}: no thin.json in layer ${layer.digest}; not a thin image`);
   } finally {
@@ -40,9 +62,14 @@ export async function readThinJsonFromImage(reference: string, options: ImageSou
 }
 
 export async function loadThinImage(arg: string, options: ImageSourceOptions = {}): Promise<ThinImage> {
-  if (TRANSPORT.test(arg)) return readThinJsonFromImage(arg, options);
+  return (await loadThinImageWithConfig(arg, options)).thin;
+}
+
+/** Like loadThinImage, with the run config of an image (none for a bare thin.json file). */
+export async function loadThinImageWithConfig(arg: string, options: ImageSourceOptions = {}): Promise<LoadedThinImage> {
+  if (TRANSPORT.test(arg)) return readThinImage(arg, options);
   const info = await stat(arg).catch((e: NodeJS.ErrnoException) => {
     throw new CvmfsError('E_NOT_FOUND', `${arg}: ${e.code ?? e.message}`, { cause: e });
   });
-  return info.isDirectory() ? readThinJsonFromImage(`oci:${arg}`, options) : readThinJsonFile(arg);
+  return info.isDirectory() ? readThinImage(`oci:${arg}`, options) : { thin: await readThinJsonFile(arg) };
 }

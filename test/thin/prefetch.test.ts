@@ -45,6 +45,8 @@ t.test('thin record → profile in the repository → cold thin mount prefetches
   const repoDir = join(work, 'repo');
   const image = await writeOciLayout(join(work, 'image'), {
     tag: 'v1',
+    // thin record runs the command with the image's environment and working directory.
+    runConfig: { Env: ['PATH=/bin', 'EXTRA=/data/f020'], WorkingDir: '/data' },
     layers: [
       { compression: 'gzip', entries: busyboxEntries() },
       { compression: 'gzip', entries: withParents(Array.from({ length: DATA_FILES }, (_, i) => file(dataName(i), dataContent(i)))) },
@@ -79,10 +81,10 @@ t.test('thin record → profile in the repository → cold thin mount prefetches
     daemon = await mountDaemonPid(repoMount);
   };
 
-  // Record: the command reads the first ten data files (and runs busybox).
+  // Record: the command reads the first ten data files and $EXTRA (and runs busybox).
   const configRoot = await writeConfigRoot(work, spec, cacheBase);
   const record = await runCli(
-    ['thin', 'record', thinImageDir, '--seconds', '20', '--cvmfs-root', cvmfsRoot, '--config-root', configRoot, '--state', state, '--repo', repoDir, '--fqrn', FQRN, '--keys', keys, '--', '/bin/sh', '-c', 'cat /data/f00* > /dev/null && echo recorded'],
+    ['thin', 'record', thinImageDir, '--seconds', '20', '--cvmfs-root', cvmfsRoot, '--config-root', configRoot, '--state', state, '--repo', repoDir, '--fqrn', FQRN, '--keys', keys, '--', '/bin/sh', '-c', 'cat f00* "$EXTRA" > /dev/null && echo recorded'],
     { timeoutMs: 120_000 },
   );
   daemon = await mountDaemonPid(repoMount);
@@ -99,12 +101,13 @@ t.test('thin record → profile in the repository → cold thin mount prefetches
     const dataLayer = thin.layers[1]!.path;
     t.same(
       paths.filter((p) => p.includes('/data/')),
-      Array.from({ length: 10 }, (_, i) => `${dataLayer}/${dataName(i)}`),
-      'the profile holds exactly the ten files the command read, in the order it read them',
+      [...Array.from({ length: 10 }, (_, i) => `${dataLayer}/${dataName(i)}`), `${dataLayer}/${dataName(20)}`],
+      'the profile holds exactly the files the command read, in the order it read them (cwd and Env from the image config)',
     );
     t.ok(paths.includes(`${thin.layers[0]!.path}/bin/busybox`), 'and the program it ran');
+    t.ok(paths.indexOf(`${thin.layers[0]!.path}/etc/passwd`) < paths.indexOf(`${thin.layers[0]!.path}/bin/busybox`), '/etc/passwd first, as a container runtime reads it');
     t.ok(paths.every((p) => p.startsWith('.layers/')), 'paths are repository paths: nothing of the recording machine');
-    t.same(profile.command, ['/bin/sh', '-c', 'cat /data/f00* > /dev/null && echo recorded']);
+    t.same(profile.command, ['/bin/sh', '-c', 'cat f00* "$EXTRA" > /dev/null && echo recorded']);
 
     const s = await waitForPrefetch(t, repoMount);
     t.equal(s.get('profile_objects'), String(profile.objects.length));
