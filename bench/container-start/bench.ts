@@ -4,6 +4,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Interrupted, sleep } from '../lib/proc';
+import { describeBreakdown, diffMetrics, medianBreakdown, type Breakdown, type MetricsPoint } from './breakdown';
 import type { BenchImage, Environment, Snapshot } from './environment';
 import type { Mode, ModeContext } from './modes';
 
@@ -37,6 +38,16 @@ export interface BenchRecord {
   readonly prefetch?: Record<string, number>;
   /** The same figures per run. */
   readonly prefetch_runs?: Record<string, number>[];
+  /**
+   * Modes through our snapshotter (thin-*): where the time went, from the mount daemon's and the
+   * snapshotter's metrics scraped right before the clock and when it stopped — median over the runs
+   * of each field (breakdown.ts: FUSE requests and the daemon's summed answer time, by operation;
+   * downloads and their summed duration; snapshotter calls and their summed time, by method; CPU
+   * seconds of both daemons).
+   */
+  readonly breakdown?: Breakdown;
+  /** The same per run. */
+  readonly breakdown_runs?: Breakdown[];
   readonly image_compressed_bytes: number;
   readonly image_unpacked_bytes: number;
   readonly rate_mbit: number;
@@ -62,6 +73,7 @@ interface RunSample {
   extra: Record<string, number>;
   phases: Record<string, number>;
   after?: Record<string, number>;
+  breakdown?: Breakdown;
 }
 
 function diff(a: Snapshot, b: Snapshot) {
@@ -99,12 +111,20 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
     for (const mode of o.modes) {
       let t0 = 0;
       let phases: Record<string, number> = {};
+      // Set while a measured run is under way and the mode wants a breakdown: the scrape at the clock's stop.
+      let stopScrape: { started: boolean; point?: Promise<MetricsPoint | undefined> } | undefined;
       const ctx: ModeContext = {
         env: o.env,
         image,
         log: o.log,
         id: (run) => `cvb-${image.name}-${mode.name}-${Date.now().toString(36)}-${run}`,
         phase: (name) => void (phases[name] = (performance.now() - t0) / 1000),
+        clockStopped: () => {
+          if (!stopScrape || stopScrape.started) return;
+          stopScrape.started = true;
+          stopScrape.point = o.env.scrapeMetrics();
+          stopScrape.point.catch(() => undefined);
+        },
       };
       const samples: RunSample[] = [];
       let error: string | undefined;
@@ -118,9 +138,14 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
               await o.env.ensureServers();
               const extra = (await mode.prepare?.(ctx, i)) ?? {};
               const before = await o.env.snapshot();
+              const metricsBefore = mode.breakdown ? await o.env.scrapeMetrics() : undefined;
+              stopScrape = metricsBefore ? { started: false } : undefined;
               phases = {};
               t0 = performance.now();
               const seenAt = await mode.measure(ctx, i);
+              const metricsAtClock = stopScrape ? await (stopScrape.point ?? o.env.scrapeMetrics()) : undefined;
+              stopScrape = undefined;
+              const breakdown = metricsBefore && metricsAtClock ? diffMetrics(metricsBefore, metricsAtClock) : undefined;
               // Access logs are written when a response completes; give the last line a moment.
               await sleep(200);
               const atClock = await o.env.snapshot();
@@ -130,12 +155,13 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
                 after = { ...((await mode.afterRun(ctx, i)) ?? {}) };
                 after.bytes_after_clock = diff(atClock, await o.env.snapshot()).bytes;
               }
-              samples.push({ seconds: (seenAt - t0) / 1000, ...d, extra, phases, after });
+              samples.push({ seconds: (seenAt - t0) / 1000, ...d, extra, phases, after, breakdown });
               const shown = Object.entries({ ...extra, ...phases }).map(([k, v]) => `${k} ${v.toFixed(2)} s`);
               o.log(
                 `  ${image.name} ${mode.name} #${i + 1}: ${((seenAt - t0) / 1000).toFixed(3)} s, ${(d.bytes / 1e6).toFixed(2)} MB, ${d.registry}+${d.cvmfs} requests` +
                   (shown.length ? ` (${shown.join(', ')})` : '') +
-                  (after ? `; ${describePrefetch(after)}` : ''),
+                  (after ? `; ${describePrefetch(after)}` : '') +
+                  (breakdown ? `; ${describeBreakdown(breakdown)}` : ''),
               );
               break;
             } catch (e) {
@@ -162,6 +188,8 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
       const afters = samples.flatMap((s) => (s.after ? [s.after] : []));
       const afterKeys = [...new Set(afters.flatMap((a) => Object.keys(a)))];
       const prefetch = Object.fromEntries(afterKeys.map((k) => [k, round(median(afters.map((a) => a[k] ?? 0))!)]));
+      const breakdowns = samples.flatMap((s) => (s.breakdown ? [s.breakdown] : []));
+      const breakdown = medianBreakdown(breakdowns);
       const record: BenchRecord = {
         image: image.name,
         mode: mode.name,
@@ -178,6 +206,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRecord[]> {
         ...(mountMedian !== null ? { mount_s: round(mountMedian) } : {}),
         ...(phaseNames.length ? { phases_s: phasesMedian } : {}),
         ...(afters.length ? { prefetch, prefetch_runs: afters } : {}),
+        ...(breakdown ? { breakdown, breakdown_runs: breakdowns } : {}),
         image_compressed_bytes: image.compressedBytes,
         image_unpacked_bytes: image.unpackedBytes,
         rate_mbit: o.env.o.rateMbit,

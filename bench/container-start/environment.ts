@@ -26,6 +26,7 @@ import { createKeys, keyFiles } from '../../src/publish/keys';
 import { parseThinJson, type ThinImage } from '../../src/image/thin-json';
 import { sendTalkThroughMount } from '../../src/thin/warm-up';
 import { countAccessLines, startDaemon, type Daemon } from '../lib/daemon';
+import { scrapeMetrics, type MetricsPoint, type MetricsSockets } from './breakdown';
 import { delayProxyArgv } from '../lib/delay-proxy';
 import { createLink, removeLinkByPrefix, type EmulatedLink, type LinkCounters } from '../lib/netns';
 import { run, waitFor, type Cleanup, type RunOutput } from '../lib/proc';
@@ -70,6 +71,12 @@ export interface EnvironmentOptions {
   readonly containers?: boolean;
   /** Recording window of `thin record` (the task is killed when it ends; default 90 s). */
   readonly profileSeconds?: number;
+  /**
+   * The mount daemon (CVMFS_TS_METRICS_LISTEN) and the snapshotter (--metrics-listen) serve
+   * Prometheus metrics on unix sockets in the work directory, for the per-run breakdown
+   * (breakdown.ts). Default true; costs two performance.now() per FUSE request in the daemon.
+   */
+  readonly metrics?: boolean;
 }
 
 /**
@@ -102,7 +109,7 @@ export interface ProfileInfo {
  * Bump to record every profile again (e.g. when `thin record` changes what it notes). 2: the task
  * runs with the image config's Env (LANG=C.UTF-8 makes even `echo` read locale files).
  */
-const PROFILE_FORMAT = 2;
+const PROFILE_FORMAT = 3; // 3: thin record reads /etc/passwd and /etc/group first
 
 /** The image config's Env (what the container's task gets), from the OCI layout. */
 async function imageEnv(image: BenchImage): Promise<string[]> {
@@ -144,7 +151,14 @@ export class Environment {
     readonly cvmfsRoot: string,
     /** Access profiles per image name (recorded or found in the cache). */
     readonly profiles: ReadonlyMap<string, ProfileInfo>,
+    /** Where the daemons serve metrics (undefined with `metrics: false`). */
+    readonly metricsSockets: MetricsSockets | undefined,
   ) {}
+
+  /** Both daemons' metrics now (undefined with `metrics: false`; a daemon not running is left out). */
+  async scrapeMetrics(): Promise<MetricsPoint | undefined> {
+    return this.metricsSockets ? scrapeMetrics(this.metricsSockets) : undefined;
+  }
 
   /** The image's thin.json as ingested (with its `profile` field). */
   thinJsonPath(image: BenchImage): string {
@@ -429,7 +443,17 @@ export class Environment {
     await mkdir(join(configRoot, 'config.d'), { recursive: true });
     await mkdir(cacheBase, { recursive: true });
     await mkdir(cvmfsRoot, { recursive: true });
-    await writeFile(join(configRoot, 'default.local'), ['CVMFS_HTTP_PROXY=DIRECT', `CVMFS_CACHE_BASE=${cacheBase}`, 'CVMFS_QUOTA_LIMIT=20000', ''].join('\n'));
+    const metricsSockets = o.metrics === false ? undefined : socketPaths(o.workDir, o.prefix);
+    await writeFile(
+      join(configRoot, 'default.local'),
+      [
+        'CVMFS_HTTP_PROXY=DIRECT',
+        `CVMFS_CACHE_BASE=${cacheBase}`,
+        'CVMFS_QUOTA_LIMIT=20000',
+        ...(metricsSockets ? [`CVMFS_TS_METRICS_LISTEN=${metricsSockets.mount}`] : []),
+        '',
+      ].join('\n'),
+    );
     await writeFile(
       join(configRoot, 'config.d', `${FQRN}.conf`),
       [`CVMFS_SERVER_URL=http://${link.server.ip}:${CVMFS_PORT}/cvmfs/@fqrn@`, `CVMFS_PUBLIC_KEY=${keyFiles(FQRN, keysDir).masterPublicKey}`, ''].join('\n'),
@@ -441,7 +465,7 @@ export class Environment {
     });
 
     const profiles = new Map<string, ProfileInfo>();
-    const env0 = (c: ContainerdEnv | undefined) => new Environment(o, link, c, registry, serve, proxy, configRoot, cacheBase, cvmfsRoot, profiles);
+    const env0 = (c: ContainerdEnv | undefined) => new Environment(o, link, c, registry, serve, proxy, configRoot, cacheBase, cvmfsRoot, profiles, metricsSockets);
     await recordProfiles(env0(undefined), repoDir, keysDir, profiles);
     if (!containers) return env0(undefined);
 
@@ -451,7 +475,11 @@ export class Environment {
     process.env.CVMFS_TS_CONFIG_ROOT = configRoot; // for a mount the snapshotter would start itself
     let containerd: ContainerdEnv;
     try {
-      containerd = await startContainerd(cleanup as unknown as Test, { cvmfsRoot, verbose: false });
+      containerd = await startContainerd(cleanup as unknown as Test, {
+        cvmfsRoot,
+        verbose: false,
+        snapshotterArgs: metricsSockets ? ['--metrics-listen', metricsSockets.snapshotter] : [],
+      });
     } finally {
       if (tmp === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = tmp;
@@ -635,6 +663,13 @@ async function recordProfiles(env: Environment, repoDir: string, keysDir: string
         `published in revision ${info.revision} (${info.recordSeconds} s)`,
     );
   }
+}
+
+/** The metrics sockets: in the work directory, unless that makes a path too long for a unix socket. */
+function socketPaths(workDir: string, prefix: string): MetricsSockets {
+  const dir = join(workDir, 'snapshotter-metrics.sock').length <= 100 ? workDir : '/run';
+  const name = dir === workDir ? '' : `${prefix}-`;
+  return { mount: join(dir, `${name}mount-metrics.sock`), snapshotter: join(dir, `${name}snapshotter-metrics.sock`) };
 }
 
 function sameParameters(a: MountParameters, b: MountParameters): boolean {

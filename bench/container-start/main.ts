@@ -17,15 +17,18 @@
  *       [--images minbase,python,gcc,app[,scipy]]
  *       [--modes full-pull,local,thin-cold-plain,thin-cold,thin-warm,thin-hot]
  *       [--latency | --no-latency] [--latency-files 40] [--latency-rounds 1] [--profile-seconds 90]
- *       [--out bench/results] [--cache /var/tmp/cvmfs-ts-bench] [--note TEXT]
+ *       [--out bench/results] [--cache /var/tmp/cvmfs-ts-bench] [--note TEXT] [--no-breakdown]
  *   npx ts-node bench/container-start/main.ts --latency     # the latency step alone (app image)
  *   npx ts-node bench/container-start/main.ts --cleanup     # remove what a killed run left behind
  * Without --modes every mode runs, followed by the latency step (unless --no-latency); --latency
  * without --modes runs the latency step alone (no containers, container-start.* left as they are);
  * --modes without --latency runs no latency step. Writes OUT/container-start.{json,md,svg} and
- * OUT/prefetch-latency.{json,md}. Images are built once into CACHE/images (debootstrap, apt-get:
- * about 8 minutes, needs the Debian mirror); the repository, its keys, the profiles and the
- * registry's storage are kept in CACHE/container-start-cache. The whole bench takes about 20
+ * OUT/prefetch-latency.{json,md}. For the thin modes each run also records where its time went
+ * (breakdown.ts: the mount daemon's and the snapshotter's metrics scraped around the clock; the
+ * report's "Where the time goes"); --no-breakdown runs both daemons without metrics. Images are
+ * built once into CACHE/images (debootstrap, apt-get: about 8 minutes, needs the Debian mirror);
+ * the repository, its keys, the profiles and the registry's storage are kept in
+ * CACHE/container-start-cache. The whole bench takes about 20
  * minutes on this 2-core machine when it is quiet (the latency step under a minute; recording a
  * missing profile ~10 s per image, ~1 min for app). One run at a time: namespaces and the work
  * directory have fixed names.
@@ -63,6 +66,8 @@ export interface ContainerStartOptions {
   readonly profileSeconds?: number;
   /** Run the read-latency step (latency.ts) on the largest image after the modes. */
   readonly latency?: { readonly files: number; readonly rounds: number };
+  /** Per-run breakdown from the daemons' metrics (default true; see breakdown.ts). */
+  readonly breakdown?: boolean;
 }
 
 /** Runs the bench in a fresh environment, writes the reports and cleans up (also on failure). */
@@ -84,6 +89,7 @@ export async function runContainerStart(o: ContainerStartOptions): Promise<Bench
       log,
       containers: o.modes.length > 0,
       profileSeconds: o.profileSeconds,
+      metrics: o.breakdown ?? true,
     });
     const reportImages: ReportImage[] = o.images.map((i) => ({
       name: i.name,
@@ -179,6 +185,7 @@ async function main(): Promise<void> {
     notes: arg('note') ? [arg('note')!] : undefined,
     log,
     profileSeconds: arg('profile-seconds') ? Number(arg('profile-seconds')) : undefined,
+    breakdown: !process.argv.includes('--no-breakdown'),
     latency: latency ? { files: Number(arg('latency-files') ?? 40), rounds: Number(arg('latency-rounds') ?? 1) } : undefined,
   });
 }

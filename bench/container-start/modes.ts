@@ -18,12 +18,22 @@ export interface ModeContext {
   id(run: number | string): string;
   /** Marks the end of a phase of the timed part (e.g. 'pull'): its seconds since the clock started are recorded. */
   phase(name: string): void;
+  /**
+   * Called by runTask the moment the task's output is seen (the clock has stopped; the container
+   * is still exiting): the harness scrapes the daemons' metrics then (breakdown.ts).
+   */
+  clockStopped(): void;
 }
 
 export interface Mode {
   readonly name: string;
   /** One line for the Markdown report: what is in the clock, what is cached. */
   readonly description: string;
+  /**
+   * The container starts through our snapshotter and mount daemon: the harness records where the
+   * time went from their metrics (breakdown.ts).
+   */
+  readonly breakdown?: boolean;
   setup?(ctx: ModeContext): Promise<void>;
   /** Before each run, outside the clock; may return numbers recorded with the run (e.g. mount_s). */
   prepare?(ctx: ModeContext, run: number): Promise<Record<string, number> | void>;
@@ -37,6 +47,7 @@ export interface Mode {
 /** Runs the image's task and waits for the container to exit; resolves with the time of its output. */
 async function runTask(ctx: ModeContext, ref: string, id: string, snapshotter?: string): Promise<number> {
   const r = ctx.env.runUntil(ref, id, ctx.image, { snapshotter });
+  r.seen.then(() => ctx.clockStopped(), () => undefined);
   const [seen, exit] = await Promise.all([r.seen, r.exit]);
   if (id.endsWith('-0') || id.endsWith('-warmup')) ctx.log(`    ${id}: ${JSON.stringify(exit.stdout.trim().slice(0, 200))}`);
   return seen;
@@ -114,6 +125,7 @@ export const local: Mode = {
 function thinColdMode(name: string, params: MountParameters, what: string): Mode {
   return {
     name,
+    breakdown: true,
     description:
       'clock: `ctr images pull` of the thin image into the cvmfs-ts snapshotter + `ctr run` over the repository; before each run: thin image removed, repository unmounted, client cache emptied, ' +
       `repository mounted again ${what} (outside the clock, see mount_s), page cache dropped; after each run the daemon's \`prefetch status\` is read once the background downloads have settled`,
@@ -149,6 +161,7 @@ export const thinCold: Mode = thinColdMode('thin-cold', {}, "with the client's d
 
 export const thinWarm: Mode = {
   name: 'thin-warm',
+  breakdown: true,
   description: 'clock: `ctr run` of the pulled thin image; client disk cache filled, repository freshly mounted (outside the clock) and page cache dropped before each run',
   async setup(ctx) {
     await ensureThinImage(ctx);
@@ -168,6 +181,7 @@ export const thinWarm: Mode = {
 
 export const thinHot: Mode = {
   name: 'thin-hot',
+  breakdown: true,
   description: 'clock: `ctr run` of the pulled thin image; repository mounted, disk cache and page cache warm',
   async setup(ctx) {
     await ensureThinImage(ctx);

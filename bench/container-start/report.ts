@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { describeMachine, type MachineInfo } from '../lib/processes';
 import { groupedBarChart } from '../lib/svg-chart';
 import type { BenchRecord } from './bench';
+import type { CountSeconds } from './breakdown';
 import type { Mode } from './modes';
 
 export interface ReportImage {
@@ -129,6 +130,7 @@ export function markdown(records: readonly BenchRecord[], meta: ReportMeta): str
   lines.push('| target | image | measured | met |');
   lines.push('|---|---|---|---|');
   for (const c of checkTargets(records, meta.images.map((i) => i.name))) lines.push(`| ${c.target} | ${c.image} | ${c.value} | ${c.met === null ? '–' : c.met ? 'yes' : 'no'} |`);
+  lines.push(...whereTheTimeGoes(records));
   lines.push('');
   lines.push('## Modes');
   lines.push('');
@@ -146,6 +148,59 @@ export function markdown(records: readonly BenchRecord[], meta: ReportMeta): str
   for (const i of meta.images) lines.push(`| ${i.name} | ${i.layers} | ${MB(i.compressedBytes)} | ${MB(i.unpackedBytes)} | ${i.description} |`);
   lines.push('');
   return lines.join('\n');
+}
+
+const MS = (s: number | undefined) => (s === undefined ? '–' : s < 0.0995 ? `${(s * 1000).toFixed(1)} ms` : `${(s * 1000).toFixed(0)} ms`);
+
+/** The `k` entries with the most summed time: `name n× t`. */
+function top(c: Readonly<Record<string, CountSeconds>> | undefined, k = 3): string {
+  const e = Object.entries(c ?? {}).sort((a, b) => b[1].s - a[1].s || b[1].n - a[1].n);
+  if (e.length === 0) return '';
+  const shown = e.slice(0, k).map(([name, v]) => `${name} ${v.n}× ${MS(v.s)}`);
+  return `${shown.join(', ')}${e.length > k ? ', …' : ''}`;
+}
+
+/**
+ * The "Where the time goes" section (issue 6: a missed target comes with a profile): per image and
+ * mode, the median total split into the pull phase, the snapshotter's calls, the mount daemon's
+ * FUSE answers and the rest; downloads and daemon CPU alongside. Empty without breakdowns.
+ */
+export function whereTheTimeGoes(records: readonly BenchRecord[]): string[] {
+  if (!records.some((r) => r.breakdown)) return [];
+  const lines: string[] = ['', '## Where the time goes', ''];
+  lines.push(
+    'For the thin modes the mount daemon (`CVMFS_TS_METRICS_LISTEN`) and our snapshotter (`--metrics-listen`) serve Prometheus metrics on unix sockets; they are scraped right before the clock starts and the moment the task\'s output is seen (before the container is removed), and the difference is kept per run (`breakdown_runs` in the JSON; `breakdown` = median of each field over the runs, which is what is shown here). ' +
+      '**snapshotter** = summed answer time of the Snapshots API calls containerd made to our snapshotter (top methods by time); **FUSE** = summed time from a FUSE request reaching the daemon\'s JavaScript thread to its answer (requests in all; top operations by time) — the kernel\'s side (queueing in /dev/fuse, libfuse\'s thread hand-off, overlayfs) is not in it; ' +
+      '**downloads** = HTTP attempts of the mount daemon and their summed duration (demand downloads run inside FUSE answers, readahead and prefetch in the background: shown, not subtracted); **CPU** = CPU seconds of the mount daemon + the snapshotter. ' +
+      '**rest** = total − pull − snapshotter − FUSE: containerd, `ctr`, the shim, runc, mounting the overlay, the kernel\'s side of FUSE and the task itself. ' +
+      'These are sums of durations of requests that may run in parallel (several FUSE requests at once, snapshotter calls during the pull, FUSE requests during a snapshotter call), so they can overlap each other and the pull phase: the rest is then a lower bound and can even come out negative. ' +
+      '**rest − local** = how much of the rest is more than the whole local start. For local and full-pull our snapshotter and mount daemon are not involved: total (and pull) only.',
+  );
+  lines.push('');
+  lines.push('| image | mode | total | × local | pull | snapshotter (calls: top 3) | FUSE daemon (requests: top 3) | downloads | CPU mount + snapshotter | rest | rest − local |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
+  const images = [...new Set(records.map((r) => r.image))];
+  for (const image of images) {
+    const local = find(records, image, 'local');
+    for (const r of records.filter((x) => x.image === image && x.median_s !== null)) {
+      const total = r.median_s!;
+      const x = local ? `${(total / local.median_s!).toFixed(2)}×` : '–';
+      const pull = r.phases_s?.pull;
+      const b = r.breakdown;
+      if (!b) {
+        lines.push(`| ${image} | ${r.mode} | ${S(total)} | ${x} | ${pull === undefined ? '–' : S(pull)} | – | – | – | – | – | – |`);
+        continue;
+      }
+      const snap = b.snapshotter_calls === undefined ? '–' : `${MS(b.snapshotter_s)} (${b.snapshotter_calls}: ${top(b.snapshotter_by_method)})`;
+      const fuse = b.fuse_ops === undefined ? '–' : `${MS(b.fuse_daemon_s)} (${b.fuse_ops}${b.fuse_ops ? `: ${top(b.fuse_by_op)}` : ''})`;
+      const dl = b.downloads === undefined ? '–' : b.downloads === 0 ? 'none' : `${MS(b.download_s)} (${b.downloads}, ${MB(b.download_bytes)})`;
+      const cpu = `${MS(b.mount_cpu_s)} + ${MS(b.snapshotter_cpu_s)}`;
+      const rest = total - (pull ?? 0) - (b.snapshotter_s ?? 0) - (b.fuse_daemon_s ?? 0);
+      const overLocal = local ? MS(rest - local.median_s!) : '–';
+      lines.push(`| ${image} | ${r.mode} | ${S(total)} | ${x} | ${pull === undefined ? '–' : S(pull)} | ${snap} | ${fuse} | ${dl} | ${cpu} | ${MS(rest)} | ${overLocal} |`);
+    }
+  }
+  return lines;
 }
 
 /** The chart: median start time per image and mode (log scale), with "N× local" under each bar. */

@@ -86,6 +86,17 @@ t.test('every mode starts a container over the emulated link', { skip: why ?? fa
   t.equal(by('thin-cold').prefetch_runs?.length, 1, 'prefetch figures per run');
   for (const mode of ['local', 'thin-warm', 'thin-hot']) t.equal(by(mode).requests_cvmfs, 0, `${mode}: no repository request`);
   t.equal(by('local').bytes_over_link! < 10_000, true, 'local: (next to) nothing over the link');
+  for (const mode of ['full-pull', 'local']) t.notOk(by(mode).breakdown, `${mode}: no breakdown (not through our daemons)`);
+  for (const mode of ['thin-cold-plain', 'thin-cold', 'thin-warm', 'thin-hot']) {
+    const b = by(mode).breakdown;
+    t.ok(b && b.snapshotter_calls! > 0 && b.snapshotter_s! > 0, `${mode}: snapshotter calls and their time recorded`);
+    t.ok(b && b.snapshotter_by_method && Object.keys(b.snapshotter_by_method).length > 0, `${mode}: snapshotter calls by method`);
+    t.ok(b && b.fuse_ops !== undefined && b.fuse_daemon_s !== undefined && b.fuse_by_op, `${mode}: FUSE figures recorded`);
+    t.equal(by(mode).breakdown_runs?.length, 1, `${mode}: breakdown per run`);
+  }
+  t.ok(by('thin-warm').breakdown!.fuse_ops! > 0, 'thin-warm: a fresh mount answers FUSE requests');
+  t.ok(by('thin-cold').breakdown!.downloads! > 0 && by('thin-cold').breakdown!.download_s! > 0, 'thin-cold: downloads and their time recorded');
+  t.equal(by('thin-hot').breakdown!.downloads, 0, 'thin-hot: no download');
 
   const json = JSON.parse(readFileSync(join(outDir, 'container-start.json'), 'utf8')) as BenchRecord[];
   t.same(
@@ -96,6 +107,7 @@ t.test('every mode starts a container over the emulated link', { skip: why ?? fa
   const md = readFileSync(join(outDir, 'container-start.md'), 'utf8');
   t.match(md, /\| busybox \| thin-hot \|/, 'Markdown table written');
   t.match(md, /\| busybox \| thin-cold \|[^\n]*\(\d+\/\d+ objects\)/, 'prefetch table written');
+  t.match(md, /## Where the time goes[^]*\| busybox \| thin-warm \| [^\n]*\| \d[^|]* \(\d+: [^\n]*\|/, 'breakdown table written');
   t.match(readFileSync(join(outDir, 'container-start.svg'), 'utf8'), /^<svg /, 'SVG chart written');
 
   t.same(mountsUnder(workDir), [], 'nothing mounted under the work directory');
