@@ -297,7 +297,9 @@ export class Fetcher {
   private async lead(req: ObjectRequest, flight: Flight): Promise<string> {
     const signal = flight.controller.signal;
     if (await this.cache.has(req.hash)) return this.cache.pathOf(req.hash);
-    const ticket = this.slots.take(flight.readerJoined ? 'demand' : flight.priority);
+    const ticket = this.slots.take(flight.priority);
+    // A reader joined while we looked in the cache: it goes first, as a promoted background download.
+    if (flight.readerJoined && flight.priority !== 'demand') ticket.promote();
     flight.ticket = ticket;
     try {
       await abortable(ticket.granted, signal);
