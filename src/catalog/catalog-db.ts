@@ -125,6 +125,7 @@ export class CatalogDb {
   readonly schemaRevision: number;
   private readonly byKey: Database.Statement<[bigint, bigint], RawRow>;
   private readonly byParent: Database.Statement<[bigint, bigint], RawRow>;
+  private readonly byParentLimited: Database.Statement<[bigint, bigint, number], RawRow>;
   private readonly chunkRows: Database.Statement<[bigint, bigint], { offset: unknown; size: unknown; hash: unknown }>;
 
   constructor(readonly file: string) {
@@ -149,6 +150,7 @@ export class CatalogDb {
         `${columns.has('xattr') ? 'xattr' : 'NULL AS xattr'} FROM catalog`;
       this.byKey = this.db.prepare(`${select} WHERE md5path_1 = ? AND md5path_2 = ?`);
       this.byParent = this.db.prepare(`${select} WHERE parent_1 = ? AND parent_2 = ?`);
+      this.byParentLimited = this.db.prepare(`${select} WHERE parent_1 = ? AND parent_2 = ? LIMIT ?`);
       this.chunkRows = this.db.prepare(
         'SELECT offset, size, hash FROM chunks WHERE md5path_1 = ? AND md5path_2 = ? ORDER BY offset ASC',
       );
@@ -223,10 +225,11 @@ export class CatalogDb {
     return row && toEntry(row);
   }
 
-  /** Children of `path` in rowid order (hidden entries included; the caller decides). */
-  list(path: string): CatalogEntry[] {
+  /** Children of `path` in rowid order (hidden entries included; the caller decides); at most `limit`. */
+  list(path: string, limit?: number): CatalogEntry[] {
     const key = pathKey(path);
-    return this.guard(() => this.byParent.all(key.md5path1, key.md5path2)).map(toEntry);
+    const rows = limit === undefined ? this.guard(() => this.byParent.all(key.md5path1, key.md5path2)) : this.guard(() => this.byParentLimited.all(key.md5path1, key.md5path2, limit));
+    return rows.map(toEntry);
   }
 
   chunks(path: string, entry: CatalogEntry): Chunk[] {

@@ -3,7 +3,10 @@
  * first time a path below their mountpoint is needed. Assigns inodes the C++ client's way — each
  * attached catalog reserves a range of max(rowid) numbers from a gauge starting at 255, so the
  * root entry (row 1) is inode 256 — which keeps inodes stable for the life of a revision.
- * Repeated lookups of a path are answered from an LRU cache without touching SQLite.
+ * Repeated lookups of a path are answered from an LRU cache without touching SQLite. The first
+ * lookup in a directory of up to DIRECTORY_BATCH entries reads all of them with one query and
+ * answers its siblings, present or missing, from that (a stat walk, or Python probing sys.path,
+ * asks for most names of a directory one by one: one query per directory instead of per name).
  */
 import { LRUCache } from 'lru-cache';
 import type { ContentHash } from '../format/hash';
@@ -12,6 +15,10 @@ import { CvmfsError } from '../errors';
 
 export const ROOT_INODE = 256;
 const INODE_OFFSET = 255;
+/** Directories up to this many entries are read whole on the first lookup of one of their names. */
+const DIRECTORY_BATCH = 256;
+/** Entries kept in directory listings (a directory counts its entries plus one). */
+const DIRECTORY_CACHE_ENTRIES = 200_000;
 
 /** Loads (fetches, verifies, opens) a catalog by hash; `mountPath` is for messages. */
 export type CatalogLoader = (hash: ContentHash, mountPath: string, expectedSize: number) => Promise<CatalogDb>;
@@ -72,9 +79,12 @@ export class CatalogTree {
   private readonly childrenOf = new WeakMap<AttachedCatalog, ChildCatalog[]>();
   private inodeGauge = INODE_OFFSET;
   private readonly lookups: LRUCache<string, ResolvedEntry | 'missing'>;
+  /** Complete listings by directory path (name → entry); 'large' = more than DIRECTORY_BATCH entries. */
+  private readonly directories: LRUCache<string, ReadonlyMap<string, ResolvedEntry> | 'large'>;
 
   private constructor(private readonly load: CatalogLoader) {
     this.lookups = new LRUCache({ max: 65536 });
+    this.directories = new LRUCache({ maxSize: DIRECTORY_CACHE_ENTRIES, sizeCalculation: (v) => (v === 'large' ? 1 : v.size + 1) });
   }
 
   /**
@@ -191,6 +201,16 @@ export class CatalogTree {
     const cached = this.lookups.get(path);
     if (cached === 'missing') throw new NotFound(path);
     if (cached) return cached;
+    if (path !== '') {
+      const slash = path.lastIndexOf('/');
+      const siblings = await this.smallDirectory(path.slice(0, slash));
+      if (siblings) {
+        const found = siblings.get(path.slice(slash + 1));
+        this.lookups.set(path, found ?? 'missing');
+        if (!found) throw new NotFound(path);
+        return found;
+      }
+    }
     const catalog = await this.catalogFor(path, false);
     const entry = catalog.db.lookup(CatalogTree.dbPath(catalog, path));
     if (!entry) {
@@ -206,19 +226,48 @@ export class CatalogTree {
   async list(path: string): Promise<ResolvedEntry[]> {
     const dir = await this.lookup(path);
     if (dir.entry.type !== 'directory') throw new NotDirectory(path);
+    const known = this.directories.get(path);
+    const children = known && known !== 'large' ? known : await this.readDirectory(path);
+    return [...children.values()].filter((c) => !c.entry.flags.hidden);
+  }
+
+  /**
+   * Every entry of directory `path` (hidden ones too), read with one query and kept; at most
+   * `limit` (undefined when there are more, remembered as 'large').
+   */
+  private async readDirectory(path: string): Promise<ReadonlyMap<string, ResolvedEntry>>;
+  private async readDirectory(path: string, limit: number): Promise<ReadonlyMap<string, ResolvedEntry> | undefined>;
+  private async readDirectory(path: string, limit?: number): Promise<ReadonlyMap<string, ResolvedEntry> | undefined> {
     const catalog = await this.catalogFor(path, true);
-    const result: ResolvedEntry[] = [];
-    for (const entry of catalog.db.list(CatalogTree.dbPath(catalog, path))) {
-      if (entry.flags.hidden) continue;
-      const childPath = `${path}/${entry.name}`;
-      let resolved = this.lookups.get(childPath);
-      if (!resolved || resolved === 'missing') {
-        resolved = { path: childPath, entry, inode: this.inodeOf(catalog, entry, childPath), catalog };
-        this.lookups.set(childPath, resolved);
-      }
-      result.push(resolved);
+    const entries = catalog.db.list(CatalogTree.dbPath(catalog, path), limit === undefined ? undefined : limit + 1);
+    if (limit !== undefined && entries.length > limit) {
+      this.directories.set(path, 'large');
+      return undefined;
     }
-    return result;
+    const children = new Map<string, ResolvedEntry>();
+    for (const entry of entries) {
+      const childPath = `${path}/${entry.name}`;
+      // Keep an entry already handed out (same object for the same path).
+      const earlier = this.lookups.get(childPath);
+      children.set(entry.name, earlier && earlier !== 'missing' ? earlier : { path: childPath, entry, inode: this.inodeOf(catalog, entry, childPath), catalog });
+    }
+    this.directories.set(path, children);
+    return children;
+  }
+
+  /** The complete listing of a small directory, or undefined (large, missing, not a directory). */
+  private async smallDirectory(path: string): Promise<ReadonlyMap<string, ResolvedEntry> | undefined> {
+    const known = this.directories.get(path);
+    if (known !== undefined) return known === 'large' ? undefined : known;
+    let dir: ResolvedEntry;
+    try {
+      dir = await this.lookup(path);
+    } catch (e) {
+      if (e instanceof NotFound) return undefined; // the row lookup says so again, for the full path
+      throw e;
+    }
+    if (dir.entry.type !== 'directory') return undefined;
+    return this.readDirectory(path, DIRECTORY_BATCH);
   }
 
   chunks(resolved: ResolvedEntry): Chunk[] {
