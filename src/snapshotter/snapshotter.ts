@@ -25,6 +25,7 @@ import { alreadyExists, invalid, precondition } from './errors';
 import type { Kind, Labels, Mount, SnapshotInfo, Usage } from './types';
 import { describeError } from '../errors';
 import { layerDirectory, parseThinJson } from '../image/thin-json';
+import { warmUpThinImage } from '../thin/warm-up';
 
 export interface SnapshotterOptions {
   /** Where the metadata and the snapshot directories live. */
@@ -198,6 +199,9 @@ export class Snapshotter {
     if (thinJson) {
       this.log(`snapshot ${name} is a thin image layer`);
       this.o.events?.thinCommitted();
+      // The pull is not over yet, and the container's Prepare comes after it: the repositories
+      // already mounted may start attaching catalogs and prefetching now (Prepare asks again).
+      void warmUpThinImage(parseThinJson(thinJson), { cvmfsRoot: this.repos.cvmfsRoot, log: this.log });
     }
     this.store.commit(key, name, { labels, ...usage, thinJson });
   }
