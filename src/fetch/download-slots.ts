@@ -78,10 +78,15 @@ export class DownloadSlots {
     return this.running - this.runningBackground;
   }
 
-  take(priority: DownloadClass): SlotTicket {
+  /**
+   * A place in line. `pausing` (default: for demand) holds back new background downloads while it
+   * runs and for the quiet time after; a demand download that is not a reader's wait for file
+   * content (a catalog attached ahead of use) passes false.
+   */
+  take(priority: DownloadClass, pausing = priority === 'demand'): SlotTicket {
     let grant!: () => void;
     const granted = new Promise<void>((resolve) => (grant = resolve));
-    const w: Waiter = { priority, granted: false, background: false, pausing: priority === 'demand', released: false, grant };
+    const w: Waiter = { priority, granted: false, background: false, pausing: pausing && priority === 'demand', released: false, grant };
     this.queues[priority].push(w);
     this.dispatch();
     return {

@@ -297,7 +297,8 @@ export class Fetcher {
   private async lead(req: ObjectRequest, flight: Flight): Promise<string> {
     const signal = flight.controller.signal;
     if (await this.cache.has(req.hash)) return this.cache.pathOf(req.hash);
-    const ticket = this.slots.take(flight.priority);
+    // Catalogs do not hold back the prefetch: at a thin image's start both are wanted at once.
+    const ticket = this.slots.take(flight.priority, req.suffix !== 'C');
     // A reader joined while we looked in the cache: it goes first, as a promoted background download.
     if (flight.readerJoined && flight.priority !== 'demand') ticket.promote();
     flight.ticket = ticket;

@@ -20,8 +20,8 @@ interface Watched {
 }
 
 /** Takes a ticket and notes, in `order`, when it is granted. */
-function take(slots: DownloadSlots, priority: DownloadClass, name: string, order?: string[]): Watched {
-  const ticket = slots.take(priority);
+function take(slots: DownloadSlots, priority: DownloadClass, name: string, order?: string[], pausing?: boolean): Watched {
+  const ticket = pausing === undefined ? slots.take(priority) : slots.take(priority, pausing);
   let at: number | undefined;
   void ticket.granted.then(() => {
     at = performance.now();
@@ -499,4 +499,23 @@ t.test('a bad limit throws', async (t) => {
     t.throws(() => new DownloadSlots(limit), /is not a positive integer/);
   }
   t.doesNotThrow(() => new DownloadSlots(1), 'limit 1 is fine');
+});
+
+t.test('a demand ticket taken as not pausing (a catalog) does not hold back background tickets', async (t) => {
+  const slots = new DownloadSlots(4, { quietMs: 10_000 });
+  const catalog = take(slots, 'demand', 'c', undefined, false);
+  const p = take(slots, 'prefetch', 'p');
+  await settle();
+  t.ok(catalog.isGranted(), 'the catalog download runs');
+  t.ok(p.isGranted(), 'and the prefetch starts beside it');
+  catalog.ticket.release();
+  const p2 = take(slots, 'prefetch', 'p2');
+  await settle();
+  t.ok(p2.isGranted(), 'no quiet time after it either');
+  const reader = take(slots, 'demand', 'r');
+  const p3 = take(slots, 'prefetch', 'p3');
+  await settle();
+  t.ok(reader.isGranted(), 'a reader download runs');
+  t.notOk(p3.isGranted(), 'and that one does hold back the next prefetch');
+  for (const w of [p, p2, reader, p3]) w.ticket.release();
 });
