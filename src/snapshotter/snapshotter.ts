@@ -121,7 +121,7 @@ export class Snapshotter {
       if (kind === 'active') mkdirSync(join(dir, 'work'));
     });
     try {
-      return await this.mountsOf(r);
+      return await this.mountsOf(r, true);
     } catch (e) {
       // A snapshot that cannot be mounted (e.g. its thin layers' repository is unavailable) is not kept.
       await this.remove(key).catch(() => undefined);
@@ -161,13 +161,14 @@ export class Snapshotter {
   async mounts(key: string): Promise<Mount[]> {
     const r = this.store.require(key);
     if (r.kind === 'committed') throw precondition(`snapshot ${JSON.stringify(key)} is not active or view`);
-    return this.mountsOf(r);
+    return this.mountsOf(r, false);
   }
 
-  private async mountsOf(r: SnapshotRecord): Promise<Mount[]> {
+  /** `warmUp`: a new snapshot (Prepare, View) — ask the repositories to get its thin layers ready; Mounts only repeats the list. */
+  private async mountsOf(r: SnapshotRecord, warmUp: boolean): Promise<Mount[]> {
     if (r.kind === 'committed') throw precondition(`snapshot ${JSON.stringify(r.name)} is committed`);
     const chain = this.store.parents(r);
-    const paths = await this.lowerDirectories(chain);
+    const paths = await this.lowerDirectories(chain, warmUp);
     const lowers: LowerDir[] = [];
     await this.takingTurns(async () => {
       for (const path of paths) lowers.push({ path, link: await this.links.link(path) });
@@ -179,10 +180,10 @@ export class Snapshotter {
   }
 
   /** The directories that make up a parent chain (nearest first), thin layers expanded. */
-  private async lowerDirectories(chain: readonly SnapshotRecord[]): Promise<string[]> {
+  private async lowerDirectories(chain: readonly SnapshotRecord[], warmUp: boolean): Promise<string[]> {
     const dirs: string[] = [];
     for (const p of chain) {
-      if (p.thinJson !== null) dirs.push(...(await thinLayerDirectories(p.thinJson, this.repos, this.log)));
+      if (p.thinJson !== null) dirs.push(...(await thinLayerDirectories(p.thinJson, this.repos, { warmUp, log: this.log })));
       else dirs.push(this.contentDir(p));
     }
     return dirs;

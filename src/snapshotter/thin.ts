@@ -31,13 +31,17 @@ export async function readThinJson(fs: string, log?: (line: string) => void): Pr
 }
 
 /**
- * The layer directories of a thin layer, top first, with their repositories mounted, their
- * catalogs attached and the image's access profile being prefetched (warm-up.ts).
+ * The layer directories of a thin layer, top first, with their repositories mounted; with `warmUp`,
+ * also their catalogs attached and the image's access profile being prefetched (warm-up.ts).
  */
-export async function thinLayerDirectories(thinJson: string, repos: Repositories, log?: (line: string) => void): Promise<string[]> {
+export async function thinLayerDirectories(
+  thinJson: string,
+  repos: Repositories,
+  o: { readonly warmUp: boolean; readonly log?: (line: string) => void },
+): Promise<string[]> {
   const thin = parseThinJson(thinJson);
   for (const repository of new Set(thin.layers.map((l) => l.repository))) await repos.ensure(repository);
-  await warmUpThinImage(thin, { cvmfsRoot: repos.cvmfsRoot, log });
+  if (o.warmUp) await warmUpThinImage(thin, { cvmfsRoot: repos.cvmfsRoot, log: o.log });
   const dirs = [...thin.layers].reverse().map((layer) => layerDirectory(layer, repos.cvmfsRoot));
   const found = await Promise.all(dirs.map((dir) => stat(dir).then((s) => s.isDirectory(), () => false)));
   const missing = found.indexOf(false);
