@@ -94,6 +94,7 @@ const MAX_PROFILE_BYTES = 64 << 20;
 export class Prefetcher {
   private readonly runs: ProfileRun[] = [];
   private readonly controller = new AbortController();
+  private readonly starting = new Map<string, Promise<string>>();
 
   constructor(private readonly p: PrefetchParts) {
     // Every queued prefetch listens to this one signal: thousands of listeners are expected.
@@ -106,6 +107,17 @@ export class Prefetcher {
     const repoPath = normalize(path);
     const previous = this.runs.find((r) => r.path === repoPath && r.failed === 0);
     if (previous) return `already prefetched (${previous.objects} objects)\n`;
+    // The snapshotter asks at Commit and again at Prepare: a second request while the profile is
+    // still being read gets the first one's answer instead of queueing every object again.
+    let starting = this.starting.get(repoPath);
+    if (!starting) {
+      starting = this.start(repoPath).finally(() => this.starting.delete(repoPath));
+      this.starting.set(repoPath, starting);
+    }
+    return starting;
+  }
+
+  private async start(repoPath: string): Promise<string> {
     let text: string;
     try {
       const parts = await this.p.objectRequests(repoPath);
