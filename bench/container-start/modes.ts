@@ -159,38 +159,37 @@ export const thinColdPlain: Mode = thinColdMode(
 /** The client's defaults: parallel downloads, chunk readahead, profile and catalog prefetch. */
 export const thinCold: Mode = thinColdMode('thin-cold', {}, "with the client's defaults (parallel downloads, chunk readahead, profile and catalog prefetch at the snapshotter's Prepare)");
 
+/** Warm and hot start from the pulled thin image, its objects in the client cache after one unrecorded run. */
+async function runThinOnceUntimed(ctx: ModeContext): Promise<void> {
+  await ensureThinImage(ctx);
+  await ensureMounted(ctx);
+  await runTask(ctx, ctx.env.thinRef(ctx.image), ctx.id('warmup'), PROXY_NAME);
+}
+
+function runThin(ctx: ModeContext, run: number): Promise<number> {
+  return runTask(ctx, ctx.env.thinRef(ctx.image), ctx.id(run), PROXY_NAME);
+}
+
 export const thinWarm: Mode = {
   name: 'thin-warm',
   breakdown: true,
   description: 'clock: `ctr run` of the pulled thin image; client disk cache filled, repository freshly mounted (outside the clock) and page cache dropped before each run',
-  async setup(ctx) {
-    await ensureThinImage(ctx);
-    await ensureMounted(ctx);
-    await runTask(ctx, ctx.env.thinRef(ctx.image), ctx.id('warmup'), PROXY_NAME);
-  },
+  setup: runThinOnceUntimed,
   async prepare(ctx) {
     await ctx.env.unmountRepository();
     const mount_s = await ctx.env.mountRepository();
     await ctx.env.dropCaches();
     return { mount_s };
   },
-  async measure(ctx, run) {
-    return runTask(ctx, ctx.env.thinRef(ctx.image), ctx.id(run), PROXY_NAME);
-  },
+  measure: runThin,
 };
 
 export const thinHot: Mode = {
   name: 'thin-hot',
   breakdown: true,
   description: 'clock: `ctr run` of the pulled thin image; repository mounted, disk cache and page cache warm',
-  async setup(ctx) {
-    await ensureThinImage(ctx);
-    await ensureMounted(ctx);
-    await runTask(ctx, ctx.env.thinRef(ctx.image), ctx.id('warmup'), PROXY_NAME);
-  },
-  async measure(ctx, run) {
-    return runTask(ctx, ctx.env.thinRef(ctx.image), ctx.id(run), PROXY_NAME);
-  },
+  setup: runThinOnceUntimed,
+  measure: runThin,
   async teardown(ctx) {
     await ctx.env.removeImage(ctx.env.thinRef(ctx.image));
   },
